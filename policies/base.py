@@ -1,0 +1,115 @@
+"""The policy contract: a policy is a NamedTuple of pure functions over a pytree state (optax style).
+
+State is ``(stats, meta, cache)``:
+  * ``stats``: additive float64 sufficient statistics (dict of arrays); merge by ``+``.
+  * ``meta``: active mask, slots used, version (applied update batches), revision.
+  * ``cache``: values derived from ``stats`` (inverses, means); never a source of truth.
+
+Shapes: ``N`` is the padded arm capacity (a power of two, grown by doubling). ``B`` batch rows are
+padded to power-of-two buckets so a jitted kernel compiles once per (bucket, capacity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+Array = Any  # jax.Array | np.ndarray; kept loose so numpy and jax inputs both type-check
+Stats = dict[str, Array]
+
+MIN_CAPACITY = 4
+
+
+class Meta(NamedTuple):
+    active: Array  # bool[N]: selectable slots (retired and empty slots are False)
+    n_arms: Array  # int scalar: slots ever used; a slot is never reused
+    version: Array  # int scalar: count of applied update batches (monotone)
+    revision: Array  # int scalar: the experiment revision this state belongs to
+
+
+class State(NamedTuple):
+    stats: Stats
+    meta: Meta
+    cache: Stats
+
+
+class SelectOutput(NamedTuple):
+    arms: np.ndarray  # int[B] (or int[B, k] for ranked families)
+    propensity: np.ndarray  # float[B] (or per-slot float[B, k])
+    scores: np.ndarray  # float[B, N]: index before epsilon-mixing and masking (TS: sampled value)
+    probs: np.ndarray  # float[B, N]: choice probabilities (single-arm families)
+
+
+class Policy(NamedTuple):
+    """What ``make`` returns. Every function is pure; ``state`` in, new ``state`` out."""
+
+    family: str
+    hyper: Mapping[str, Any]
+    init: Callable[..., State]
+    add_arms: Callable[..., State]
+    retire_arms: Callable[..., State]
+    update: Callable[..., State]
+    select: Callable[..., SelectOutput]
+    kernels: Any  # the jittable un-padded kernels (for simulators and vmapped experiments)
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def capacity_for(n_arms: int) -> int:
+    return max(MIN_CAPACITY, next_pow2(n_arms))
+
+
+# --- kernel-level helpers shared by families -------------------------------------------------
+
+NEG_INF = -jnp.inf
+
+
+def masked(scores: Array, mask: Array) -> Array:
+    return jnp.where(mask, scores, NEG_INF)
+
+
+def tie_probs(scores: Array, mask: Array) -> Array:
+    """Uniform distribution over the argmax set of ``scores`` within ``mask`` (rows)."""
+    s = masked(scores, mask)
+    top = jnp.max(s, axis=-1, keepdims=True)
+    tied = (s == top) & mask
+    return tied / jnp.maximum(tied.sum(-1, keepdims=True), 1)
+
+
+def mix_epsilon(base: Array, mask: Array, epsilon: Array) -> Array:
+    """(1-eps) * base + eps * uniform(eligible): the documented propensity rule."""
+    n_elig = jnp.maximum(mask.sum(-1, keepdims=True), 1)
+    return jnp.where(mask, (1.0 - epsilon) * base + epsilon / n_elig, 0.0)
+
+
+def sample_from(probs: Array, key: Array) -> Array:
+    """One categorical draw per row from ``probs`` using that row's key."""
+
+    def one(p: Array, k: Array) -> Array:
+        return jax.random.categorical(k, jnp.log(p))
+
+    return jax.vmap(one)(probs, key)
+
+
+def segment_sum(values: Array, arms: Array, n: int) -> Array:
+    return jax.ops.segment_sum(values, arms, num_segments=n)
+
+
+def row_keys(keys: Array, n: int) -> Array:
+    """Split each row key into ``n`` independent keys: [B, n, 2]."""
+    return jax.vmap(lambda k: jax.random.split(k, n))(keys)
+
+
+def to_key_array(keys: Any, rows: int) -> np.ndarray:
+    k = np.asarray(keys, dtype=np.uint32)
+    if k.shape != (rows, 2):
+        raise ValueError(f"keys: expected shape ({rows}, 2) uint32, got {k.shape}")
+    return k

@@ -1,0 +1,92 @@
+"""What a policy family declares; ``builder.build`` turns it into a ``Policy``.
+
+Kernel functions receive ``cfg`` (static Python values that shape the computation: closed over,
+so they select the compiled program) and ``h`` (float64 scalars, traced: experiments of one
+family and shape share compiled code whatever their alpha or lambda).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# How a family turns scores into choice probabilities:
+#   "argmax":  deterministic index; ties share (1-eps) mass uniformly.
+#   "dist":    the family defines its own base distribution (EXP3, epsilon-greedy) and samples it.
+#   "sampled": Thompson-style; scores are random draws, choice = argmax of the draw. Base
+#              probabilities come from ``sample_probs`` (in-jit) or host Monte Carlo.
+KINDS = ("argmax", "dist", "sampled")
+REWARD_KINDS = ("binary", "bounded", "real")
+
+
+@dataclass(frozen=True)
+class Hyper:
+    default: Any
+    doc: str
+    static: bool = False  # shapes the program (recompiles) rather than a traced scalar
+    check: Callable[[Any], bool] | None = None
+    rule: str = ""  # what ``check`` requires, for the error message
+    identity: bool = True  # changing it makes a new revision (stats would mean something else)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    doc: str
+    kind: str
+    contextual: bool
+    hypers: Mapping[str, Hyper]
+    init_stats: Callable[..., dict]  # (cfg, capacity, dim) -> numpy zeros
+    delta: Callable[..., dict]  # (cfg, h, state, ctx, arms, rewards, w, propensity, t) -> stats delta
+    refresh: Callable[..., dict]  # (cfg, h, stats) -> cache
+    scores: Callable[..., Any] | None = None  # (cfg, h, state, ctx, keys, mask, t) -> [B, N]
+    dist: Callable[..., Any] | None = None  # (cfg, h, state, ctx, mask, t) -> (base probs, scores)
+    sample_probs: Callable[..., Any] | None = None  # (cfg, h, state, ctx, mask, t) -> base probs
+    host_mc: bool = False  # sampled family whose probs are MC'd once per (stats, eligible set)
+    ranked: bool = False
+    merge: str = "sum"  # how two replicas' stats combine
+    reward_kinds: tuple[str, ...] = REWARD_KINDS
+    needs_propensity: bool = False
+    dim_stat: str | None = None  # stat whose last axis is the context dimension
+    per_arm_contexts: str = "optional"  # "no" | "optional" | "required" ([B, N, d] contexts)
+    validate: Callable[[Mapping[str, Any]], None] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "doc": self.doc,
+            "contextual": self.contextual,
+            "ranked": self.ranked,
+            "merge": self.merge,
+            "reward_kinds": list(self.reward_kinds),
+            "propensity": {
+                "argmax": "closed form (ties share mass)",
+                "dist": "closed form",
+                "sampled": "Monte Carlo once per (state, eligible set)"
+                if self.host_mc
+                else "integrated in-kernel",
+            }[self.kind],
+            "needs_propensity": self.needs_propensity,
+            "per_arm_contexts": self.per_arm_contexts,
+            "hyperparameters": {
+                k: {"default": v.default, "doc": v.doc, "identity": v.identity}
+                for k, v in self.hypers.items()
+            },
+        }
+
+
+def positive(x: Any) -> bool:
+    return x is not None and float(x) > 0
+
+
+def non_negative(x: Any) -> bool:
+    return x is not None and float(x) >= 0
+
+
+def unit_interval(x: Any) -> bool:
+    return x is not None and 0.0 <= float(x) <= 1.0
+
+
+def positive_int(x: Any) -> bool:
+    return isinstance(x, int | float) and float(x) >= 1 and float(x) == int(x)
