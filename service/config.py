@@ -1,0 +1,53 @@
+"""Server configuration: defaults, overridden by ``BANDITD_*`` environment variables, then flags."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+ENV_PREFIX = "BANDITD_"
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(pathlib.Path.home() / ".local" / "share")
+    return str(pathlib.Path(base) / "banditd")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # Embedded default: SQLite event log and in-process state under data_dir.
+    data_dir: str = ""
+    database_url: str = ""  # default sqlite:///<data_dir>/banditd.db
+    redis_url: str = ""  # production mode (later): hot state in Redis
+    max_items: int = 1000  # Select items / Update rewards per request; more is INVALID_ARGUMENT
+    writer_flush_ms: float = 2.0  # decision log writer: max wait before a group commit
+    learner_batch: int = 4096  # feedback rows per learner apply
+    checkpoint_every: int = 50  # applied batches between checkpoints
+    workers: int = 8  # gRPC thread pool
+    log_level: str = "INFO"
+
+    def resolved(self) -> ServerConfig:
+        data_dir = self.data_dir or _default_data_dir()
+        url = self.database_url or f"sqlite:///{pathlib.Path(data_dir) / 'banditd.db'}"
+        return replace(self, data_dir=data_dir, database_url=url)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ServerConfig:
+        """Defaults <- BANDITD_<FIELD> environment variables <- explicit (non-None) overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            typ = type(getattr(cls, f.name))
+            try:
+                values[f.name] = typ(raw)
+            except ValueError as e:
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}: expected {typ.__name__}, got {raw!r}") from e
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).resolved()
