@@ -40,10 +40,17 @@ class Family:
     init_stats: Callable[..., dict]  # (cfg, capacity, dim) -> numpy zeros
     delta: Callable[..., dict]  # (cfg, h, state, ctx, arms, rewards, w, propensity, t) -> stats delta
     refresh: Callable[..., dict]  # (cfg, h, stats) -> cache
+    # (cfg, h, old_state, new_stats, ctx, arms, weights) -> cache; cheaper than refresh after rows
+    refresh_incremental: Callable[..., dict] | None = None
+    # (cfg, h, state, ctx, arms, rewards, w, propensity, t) -> stats; must equal stats + delta
+    accumulate: Callable[..., dict] | None = None
     scores: Callable[..., Any] | None = None  # (cfg, h, state, ctx, keys, mask, t) -> [B, N]
     dist: Callable[..., Any] | None = None  # (cfg, h, state, ctx, mask, t) -> (base probs, scores)
     sample_probs: Callable[..., Any] | None = None  # (cfg, h, state, ctx, mask, t) -> base probs
-    host_mc: bool = False  # sampled family whose probs are MC'd once per (stats, eligible set)
+    # Sampled families without an in-kernel rule: numpy draws of every arm's score,
+    # (cfg, h_numpy, stats_numpy, draws, rng) -> [draws, N]; Monte Carlo'd on the host once per
+    # (stats, eligible set) because numpy's gamma/beta samplers are ~50x faster than XLA's here.
+    host_sampler: Callable[..., Any] | None = None
     ranked: bool = False
     merge: str = "sum"  # how two replicas' stats combine
     reward_kinds: tuple[str, ...] = REWARD_KINDS
@@ -52,6 +59,10 @@ class Family:
     per_arm_contexts: str = "optional"  # "no" | "optional" | "required" ([B, N, d] contexts)
     validate: Callable[[Mapping[str, Any]], None] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def host_mc(self) -> bool:
+        return self.host_sampler is not None
 
     def metadata(self) -> dict[str, Any]:
         return {

@@ -57,12 +57,57 @@ def ridge(lam, G, b):
     return theta, Ainv, L
 
 
-def _refresh(cfg, h, stats):
-    theta, Ainv, L = ridge(h["lam"], stats["G"], stats["b"])
+def _serving(cfg, theta, Ainv, L):
     dt = jnp.dtype(cfg["serving_dtype"])
     if cfg["shared"]:
         return {"theta": theta.astype(dt), "Ainv": Ainv.astype(dt), "L": L}
-    return {"thetaT": theta.T.astype(dt), "qf": _pack_sym(Ainv).T.astype(dt)}
+    return {"thetaT": theta.T.astype(dt), "qf": _pack_sym(Ainv).T.astype(dt), "Ainv": Ainv}
+
+
+def _refresh(cfg, h, stats):
+    theta, Ainv, L = ridge(h["lam"], stats["G"], stats["b"])
+    return _serving(cfg, theta, Ainv, L)
+
+
+SCAN_MAX_ROWS = 512  # above this many rows per update, refactorizing every arm is cheaper
+
+
+def _incremental(cfg, h, state, stats, x, arms, w):
+    """Cache after an update, from the previous cache: O(d^2) per row instead of O(N d^3).
+
+    Each row is a Sherman-Morrison step on its arm's A^-1, then that arm's theta and packed
+    column are rewritten in place (the scan carry is updated with dynamic slices, so only the
+    touched arm is read or written). Every ``refresh_every`` versions the cache is recomputed
+    from the stats instead, which bounds float drift; so are batches above SCAN_MAX_ROWS.
+    """
+    if cfg["shared"] or x.shape[0] > SCAN_MAX_ROWS:
+        return _refresh(cfg, h, stats)
+    dt = jnp.dtype(cfg["serving_dtype"])
+    iu, ju, scale = _triu(x.shape[-1])
+    b = stats["b"]
+
+    def row(carry, inp):
+        Ainv, qf, thetaT = carry
+        xr, a, wr = inp
+        u = xr * jnp.sqrt(jnp.maximum(wr, 0.0))
+        A_a = Ainv[a]
+        Au = A_a @ u
+        A_a = A_a - jnp.outer(Au, Au) / (1.0 + u @ Au)
+        Ainv = Ainv.at[a].set(A_a)
+        qf = qf.at[:, a].set((A_a[iu, ju] * scale).astype(dt))
+        thetaT = thetaT.at[:, a].set((A_a @ b[a]).astype(dt))
+        return (Ainv, qf, thetaT), None
+
+    def sherman_morrison(_):
+        c = state.cache
+        (Ainv, qf, thetaT), _ = jax.lax.scan(row, (c["Ainv"], c["qf"], c["thetaT"]), (x, arms, w))
+        return {"thetaT": thetaT, "qf": qf, "Ainv": Ainv}
+
+    def full(_):
+        return _refresh(cfg, h, stats)
+
+    due = (state.meta.version + 1) % cfg["refresh_every"] == 0
+    return jax.lax.cond(due, full, sherman_morrison, None)
 
 
 def _delta(cfg, h, state, x, arms, r, w, prop, t):
@@ -76,6 +121,21 @@ def _delta(cfg, h, state, x, arms, r, w, prop, t):
         "G": segment_sum(outer, arms, n),
         "b": segment_sum(x * (w * r)[:, None], arms, n),
         "n": counts,
+    }
+
+
+def _accumulate(cfg, h, state, x, arms, r, w, prop, t):
+    """stats + delta without materializing a capacity-sized delta: a scatter-add of the batch's
+    rows, in place when the state is donated (O(B d^2) rather than O(N d^2))."""
+    if cfg["shared"]:
+        d = _delta(cfg, h, state, x, arms, r, w, prop, t)
+        return {k: state.stats[k] + d[k] for k in state.stats}
+    st = state.stats
+    xw = x * w[:, None]
+    return {
+        "G": st["G"].at[arms].add(xw[:, :, None] * x[:, None, :]),
+        "b": st["b"].at[arms].add(xw * r[:, None]),
+        "n": st["n"].at[arms].add(w),
     }
 
 
@@ -170,6 +230,9 @@ _COMMON = {
     "lam": Hyper(1.0, "ridge lambda (A = lam*I + sum x x^T)", check=positive, rule="> 0"),
     "shared": Hyper(False, "one shared parameter over per-arm features [B, N, d] (else disjoint)",
                     static=True),
+    "refresh_every": Hyper(64, "versions between full refactorizations of the cache (bounds the "
+                           "drift of incremental Sherman-Morrison updates)", static=True,
+                           check=positive_int, rule="integer >= 1", identity=False),
     "serving_dtype": Hyper("float64", "dtype of the serving cache and select arithmetic; stats "
                            "stay float64", static=True, check=_check_dtype,
                            rule="'float64' or 'float32'", identity=False),
@@ -191,6 +254,8 @@ LINUCB = Family(
     init_stats=_zeros_init,
     delta=_delta,
     refresh=_refresh,
+    refresh_incremental=_incremental,
+    accumulate=_accumulate,
     scores=_linucb_scores,
 )
 
@@ -211,6 +276,8 @@ LIN_TS = Family(
     init_stats=_zeros_init,
     delta=_delta,
     refresh=_refresh,
+    refresh_incremental=_incremental,
+    accumulate=_accumulate,
     scores=_lints_scores,
     sample_probs=_lints_probs,
 )

@@ -46,7 +46,9 @@ BETA_TS = Family(
     doc="Beta-Bernoulli Thompson sampling; fractional rewards in [0,1] as pseudo-counts.",
     kind="sampled",
     contextual=False,
-    host_mc=True,
+    host_sampler=lambda cfg, h, st, m, rng: rng.beta(
+        h["prior_a"] + st["s"], h["prior_b"] + st["f"], size=(m, st["s"].shape[0])
+    ),
     reward_kinds=("binary", "bounded"),
     hypers={
         "prior_a": Hyper(1.0, "Beta prior alpha_0 (pseudo-successes)", check=positive, rule="> 0"),
@@ -80,12 +82,16 @@ def _gauss_scores(cfg, h, state, ctx, keys, mask, t):
     return m + z / jnp.sqrt(p)
 
 
+def _gauss_host(cfg, h, stats, draws, rng):
+    m, p = gaussian_posterior(h, stats)
+    return m + rng.standard_normal((draws, m.shape[0])) / np.sqrt(p)
+
+
 GAUSSIAN_TS = Family(
     name="gaussian_ts",
     doc="Gaussian Thompson sampling, unknown mean, known noise variance.",
     kind="sampled",
     contextual=False,
-    host_mc=True,
     hypers={
         "mu0": Hyper(0.0, "prior mean mu_0", check=lambda x: np.isfinite(float(x)), rule="finite"),
         "lam": Hyper(1.0, "prior precision 1/tau_0^2", check=positive, rule="> 0"),
@@ -95,6 +101,7 @@ GAUSSIAN_TS = Family(
     delta=_count_sum_delta,
     refresh=_no_cache,
     scores=_gauss_scores,
+    host_sampler=_gauss_host,
 )
 
 
@@ -137,12 +144,17 @@ def _nig_scores(cfg, h, state, ctx, keys, mask, t):
     return jax.vmap(one)(keys)
 
 
+def _nig_host(cfg, h, stats, draws, rng):
+    mun, kn, an, bn = (np.asarray(v) for v in nig_posterior(h, stats))
+    g = rng.gamma(an, size=(draws, an.shape[0]))
+    return mun + np.sqrt(bn / g / kn) * rng.standard_normal(g.shape)
+
+
 NIG_TS = Family(
     name="nig_ts",
     doc="Thompson sampling with a Normal-Inverse-Gamma posterior (unknown mean and variance).",
     kind="sampled",
     contextual=False,
-    host_mc=True,
     hypers={
         "mu0": Hyper(0.0, "prior mean mu_0", check=lambda x: np.isfinite(float(x)), rule="finite"),
         "lam": Hyper(1.0, "prior strength kappa_0 (pseudo-observations)", check=positive, rule="> 0"),
@@ -159,5 +171,6 @@ NIG_TS = Family(
     delta=_nig_delta,
     refresh=_no_cache,
     scores=_nig_scores,
+    host_sampler=_nig_host,
 )
 
