@@ -831,3 +831,7 @@ def stats(
 def main() -> None:
     """Entry point of the ``banditd`` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

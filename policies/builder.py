@@ -19,7 +19,6 @@ from .base import (
     SelectOutput,
     State,
     capacity_for,
-    masked,
     mix_epsilon,
     next_pow2,
     row_keys,
@@ -63,9 +62,14 @@ def _select_core(fam: Family, cfg: Mapping[str, Any], h, state, ctx, keys, elig,
     else:
         ks = row_keys(keys, 2)
         scores = fam.scores(cfg, h, state, ctx, ks[:, 0], mask, t)
-        greedy = jnp.argmax(masked(scores, mask), axis=-1)
         # One uniform decides both: u < eps explores, and then u/eps is itself uniform on [0, 1).
         u = jax.vmap(lambda k: jax.random.uniform(k, dtype=scores.dtype))(ks[:, 1])
+        # Exact ties in a draw (zero posterior variance: alpha = 0, an all-zero context, identical
+        # per-arm features) split the greedy mass as the logged probabilities assume; otherwise
+        # arm order would decide. When not exploring, (1-u)/(1-eps) is uniform on (0, 1].
+        ct = jnp.cumsum(tie_probs(scores, mask), axis=-1)
+        g = jnp.clip((1.0 - u) / jnp.maximum(1.0 - eps, 1e-300), 1e-12, 1.0)
+        greedy = jnp.sum(ct < g[:, None] * ct[:, -1:], axis=-1)
         c = jnp.cumsum(mask, axis=-1)
         v = 1.0 - u / jnp.maximum(eps, 1e-300)  # in (0, 1] when exploring
         explore = jnp.sum(c < v[:, None] * c[:, -1:], axis=-1)
@@ -271,7 +275,9 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         active[idx] = False
         return state._replace(meta=state.meta._replace(active=jnp.asarray(active)))
 
-    def _contexts(state: State, contexts: Any, rows: int | None) -> np.ndarray:
+    def _contexts(state: State, contexts: Any, rows: int | None,
+                  played: bool = False) -> np.ndarray:
+        """Validated float64 contexts; ``played``: update rows may be the played arm's [B, d]."""
         if not fam.contextual:
             n = rows if rows is not None else (0 if contexts is None else len(contexts))
             return np.zeros((n, 0), np.float64)
@@ -281,7 +287,7 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         d = dim_of(state)
         cap = int(np.shape(state.meta.active)[0])
         rule = "required" if cfg.get("shared") else fam.per_arm_contexts
-        if x.ndim == 2 and rule == "required":
+        if x.ndim == 2 and rule == "required" and not played:
             raise ValueError("contexts: this configuration needs per-arm contexts [B, N, d]")
         if x.ndim == 3 and rule == "no":
             raise ValueError("contexts: this family takes one context per row [B, d]")
@@ -424,7 +430,7 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
             p = np.asarray(propensity, np.float64).reshape(a.shape)
             if not ((p > 0) & (p <= 1)).all():
                 raise ValueError("propensity: must be in (0, 1]")
-        x = _contexts(state, contexts, rows)
+        x = _contexts(state, contexts, rows, played=True)
         if x.ndim == 3 and not fam.ranked:
             # per-arm features: the played arm's feature vector is what was observed
             x = x[np.arange(rows), a]

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import segment_sum
+from .base import segment_sum, tie_probs
 from .family import Family, Hyper, non_negative, positive, positive_int
 
 GH_NODES = 48  # Gauss-Hermite nodes for the independent-normal choice probabilities
@@ -215,9 +215,9 @@ def _shared_mc_probs(cfg, h, state, ctx, mask):
     thetas = theta + h["alpha"] * jax.scipy.linalg.solve_triangular(L.T, z.T, lower=False).T
 
     def row(x, msk):
-        s = jnp.where(msk[None, :], thetas @ x.astype(L.dtype).T, -jnp.inf)
-        win = jnp.argmax(s, axis=-1)
-        return jnp.bincount(win, length=msk.shape[0]) / draws
+        s = thetas @ x.astype(L.dtype).T
+        # tied draws share the win, matching the sampler's uniform tie-break
+        return tie_probs(s, msk[None, :]).sum(0) / draws
 
     return jax.vmap(row)(ctx, mask)
 

@@ -44,6 +44,12 @@ def resolve(name: str, hyper: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{k}: not a hyperparameter of {name!r} (it takes: {settable})")
     params = {k: hyper.get(k, v.default) for k, v in fam.hypers.items()}
     for k, v in fam.hypers.items():
+        # JSON and protobuf Struct carry every number as a float; integer settings stay integers.
+        val = params[k]
+        if (isinstance(v.default, int) and not isinstance(v.default, bool)
+                and isinstance(val, float) and val.is_integer()):
+            params[k] = int(val)
+    for k, v in fam.hypers.items():
         if k in derived:
             continue
         val = params[k]

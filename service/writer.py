@@ -1,0 +1,97 @@
+"""Group commit: many callers' rows go to the event log in one transaction.
+
+A commit with ``synchronous=FULL`` costs an fsync; batching concurrent Selects' decisions (and
+concurrent Updates' feedback) into one transaction is what makes thousands per second possible.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger("banditd.writer")
+
+
+class GroupCommitter(Generic[T, R]):
+    """Collects rows from any thread; a background thread commits them with ``commit(rows)``
+    (one call per batch, results aligned with rows) and resolves each submitter's future."""
+
+    def __init__(self, name: str, commit: Callable[[Sequence[T]], Sequence[R]], *,
+                 max_wait_s: float = 0.002, max_rows: int = 2048) -> None:
+        self._commit = commit
+        self._max_wait = max_wait_s
+        self._max_rows = max_rows
+        self._cv = threading.Condition()
+        self._queue: list[tuple[list[T], Future[list[R]]]] = []
+        self._queued_rows = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, rows: list[T]) -> Future[list[R]]:
+        fut: Future[list[R]] = Future()
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("writer is closed")
+            self._queue.append((rows, fut))
+            self._queued_rows += len(rows)
+            self._cv.notify()
+        return fut
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything submitted before this call is committed (or failed)."""
+        with self._cv:
+            pending = [f for _, f in self._queue]
+        marker = self.submit([])
+        for f in [*pending, marker]:
+            try:
+                f.result(timeout)
+            except Exception:  # noqa: BLE001 - the submitter sees the error; flush only waits
+                pass
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join()
+
+    def _take(self) -> list[tuple[list[T], Future[list[R]]]]:
+        with self._cv:
+            while not self._queue and not self._closed:
+                self._cv.wait()
+            if not self._queue:
+                return []
+            # A short linger lets concurrent callers join this commit.
+            deadline = time.monotonic() + self._max_wait
+            while self._queued_rows < self._max_rows and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+            batch, self._queue, self._queued_rows = self._queue, [], 0
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            rows: list[Any] = [r for rs, _ in batch for r in rs]
+            try:
+                results = list(self._commit(rows)) if rows else []
+            except BaseException as e:  # noqa: BLE001 - delivered to every waiting caller
+                log.warning("group commit of %d rows failed: %s", len(rows), e)
+                for _, fut in batch:
+                    fut.set_exception(e)
+                continue
+            i = 0
+            for rs, fut in batch:
+                fut.set_result(results[i : i + len(rs)])
+                i += len(rs)
