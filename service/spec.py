@@ -150,9 +150,6 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
     if not 0.0 <= hold < 1.0:
         raise invalid("experiment.holdout_fraction", f"must be in [0, 1), got {hold}")
     k = int(e.slate_size) or 1
-    if k > 1 and not fam.ranked:
-        raise precondition("experiment.slate_size",
-                           f"family {fam.name!r} chooses one arm; slate_size must be 0 or 1")
     if e.status == pb.EXPERIMENT_STATUS_PAUSED:
         status = "paused"
     elif e.status in (pb.EXPERIMENT_STATUS_UNSPECIFIED, pb.EXPERIMENT_STATUS_ACTIVE):
@@ -164,6 +161,9 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
         raise invalid("experiment.arms", "an experiment needs at least one arm")
     if k > len(arms):
         raise invalid("experiment.slate_size", f"{k} is more than the {len(arms)} arms")
+    if k > 1 and not fam.ranked:
+        raise precondition("experiment.slate_size",
+                           f"family {fam.name!r} chooses one arm; slate_size must be 0 or 1")
     config = {
         "family": fam.name,
         "hyperparameters": hyper,
