@@ -48,6 +48,8 @@ class ServerConfig:
             try:
                 values[f.name] = typ(raw)
             except ValueError as e:
-                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}: expected {typ.__name__}, got {raw!r}") from e
+                raise ValueError(
+                    f"{ENV_PREFIX}{f.name.upper()}: expected {typ.__name__}, got {raw!r}"
+                ) from e
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).resolved()

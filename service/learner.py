@@ -20,8 +20,15 @@ log = logging.getLogger("banditd.learner")
 
 
 class Learner:
-    def __init__(self, registry: Registry, signal: FeedbackSignal, *, batch: int,
-                 checkpoint_every: int, sweep_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        signal: FeedbackSignal,
+        *,
+        batch: int,
+        checkpoint_every: int,
+        sweep_s: float = 1.0,
+    ) -> None:
         self.registry = registry
         self.signal = signal
         self.batch = batch
@@ -56,8 +63,13 @@ class Learner:
             v = int(rt.state.meta.version)
             new = apply_batch(rt, rt.state, pending)
             seqs = [p.feedback.seq for p in pending if p.feedback.seq is not None]
-            log_.mark_applied(rt.exp.id, seqs, version_from=v, version_to=v + 1,
-                              fence=self.registry.fences[rt.exp.id])
+            log_.mark_applied(
+                rt.exp.id,
+                seqs,
+                version_from=v,
+                version_to=v + 1,
+                fence=self.registry.fences[rt.exp.id],
+            )
             rt.state = new
             rt.watermark = max(rt.watermark, *seqs)
             if (v + 1) % self.checkpoint_every == 0:

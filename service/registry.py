@@ -29,8 +29,9 @@ def _at_version(state: State, version: int) -> State:
     return state._replace(meta=state.meta._replace(version=jnp.asarray(version, jnp.int64)))
 
 
-def fresh_state(rt_config: dict[str, Any], policy: policies.Policy, n_slots: int,
-                revision: int, version: int) -> State:
+def fresh_state(
+    rt_config: dict[str, Any], policy: policies.Policy, n_slots: int, revision: int, version: int
+) -> State:
     fam = policies.get(rt_config["family"])
     dim = rt_config["policy_dim"] if fam.contextual else None
     return _at_version(policy.init(n_slots, dim=dim, revision=revision), version)
@@ -142,8 +143,9 @@ class Registry:
         arms = self.log.list_arms(exp.id)
         ck = self.log.latest_checkpoint(exp.id, revision=exp.revision)
         if ck is not None:
-            loaded = serialize.loads(ck.blob, family=config["family"], revision=exp.revision,
-                                     types=(State, Meta))
+            loaded = serialize.loads(
+                ck.blob, family=config["family"], revision=exp.revision, types=(State, Meta)
+            )
             st = loaded.state
             stats = {k: jnp.asarray(v) for k, v in st.stats.items()}
             meta = Meta(*(jnp.asarray(v) for v in st.meta))
@@ -174,5 +176,10 @@ class Registry:
             version=int(st.meta.version),
             capacity=rt.capacity,
         )
-        self.log.save_checkpoint(rt.exp.id, revision=rt.revision, version=int(st.meta.version),
-                                 blob=blob, fence=self.fences[rt.exp.id])
+        self.log.save_checkpoint(
+            rt.exp.id,
+            revision=rt.revision,
+            version=int(st.meta.version),
+            blob=blob,
+            fence=self.fences[rt.exp.id],
+        )

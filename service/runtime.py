@@ -83,19 +83,22 @@ class Runtime:
                 raise invalid(f"{field_name}.dense", "this experiment takes sparse contexts")
             v = np.asarray(ctx.dense.values, dtype=np.float64)
             if v.shape[0] != dim:
-                raise invalid(f"{field_name}.dense.values",
-                              f"expected {dim} values, got {v.shape[0]}")
+                raise invalid(
+                    f"{field_name}.dense.values", f"expected {dim} values, got {v.shape[0]}"
+                )
             if not np.isfinite(v).all():
                 raise invalid(f"{field_name}.dense.values", "must be finite (no NaN or inf)")
             return v, None
         idx = np.asarray(ctx.sparse.indices, dtype=np.int64)
         v = np.asarray(ctx.sparse.values, dtype=np.float64)
         if idx.shape != v.shape:
-            raise invalid(f"{field_name}.sparse.values",
-                          f"{v.shape[0]} values for {idx.shape[0]} indices")
+            raise invalid(
+                f"{field_name}.sparse.values", f"{v.shape[0]} values for {idx.shape[0]} indices"
+            )
         if idx.size and idx.max() >= dim:
-            raise invalid(f"{field_name}.sparse.indices",
-                          f"index {int(idx.max())} is out of range [0, {dim})")
+            raise invalid(
+                f"{field_name}.sparse.indices", f"index {int(idx.max())} is out of range [0, {dim})"
+            )
         if np.unique(idx).size != idx.size:
             raise invalid(f"{field_name}.sparse.indices", "indices must not repeat")
         if not np.isfinite(v).all():
@@ -117,8 +120,10 @@ class Runtime:
             if slot is None:
                 raise invalid(f"{field_name}[{j}].arm_id", f"unknown arm {af.arm_id!r}")
             if afd == 0:
-                raise invalid(f"{field_name}[{j}]",
-                              "this experiment has no arm features (arm_feature_dimension 0)")
+                raise invalid(
+                    f"{field_name}[{j}]",
+                    "this experiment has no arm features (arm_feature_dimension 0)",
+                )
             v = np.asarray(af.values, dtype=np.float64)
             if v.shape[0] != afd:
                 raise invalid(f"{field_name}[{j}].values", f"expected {afd} values, got {v.size}")
@@ -129,8 +134,9 @@ class Runtime:
             out[slot] = v
         return out
 
-    def arm_matrix(self, field_name: str, overrides: dict[int, np.ndarray],
-                   needed: np.ndarray) -> np.ndarray:
+    def arm_matrix(
+        self, field_name: str, overrides: dict[int, np.ndarray], needed: np.ndarray
+    ) -> np.ndarray:
         """[capacity, arm_feature_dim]: static features with per-request overrides; every slot in
         ``needed`` must have one or the other."""
         feats = np.zeros((self.capacity, self.config["arm_feature_dim"]))
@@ -138,10 +144,15 @@ class Runtime:
         feats[: min(n, self.capacity)] = self.static_features[: self.capacity]
         for slot, v in overrides.items():
             feats[slot] = v
-        missing = [int(s) for s in needed if not (s < n and self.has_static[s]) and s not in overrides]
+        missing = [
+            int(s) for s in needed if not (s < n and self.has_static[s]) and s not in overrides
+        ]
         if missing:
-            raise invalid(field_name, f"arm {self.arms[missing[0]].arm_id!r} has no static "
-                          "features; send them in arm_features")
+            raise invalid(
+                field_name,
+                f"arm {self.arms[missing[0]].arm_id!r} has no static "
+                "features; send them in arm_features",
+            )
         return feats
 
     def policy_rows(self, contexts: np.ndarray, arm_feats: list[np.ndarray] | None) -> Any:
@@ -154,5 +165,9 @@ class Runtime:
         assert arm_feats is not None
         B, cap = contexts.shape[0], self.capacity
         return np.concatenate(
-            [np.broadcast_to(contexts[:, None, :], (B, cap, contexts.shape[1])),
-             np.stack(arm_feats)], axis=2)
+            [
+                np.broadcast_to(contexts[:, None, :], (B, cap, contexts.shape[1])),
+                np.stack(arm_feats),
+            ],
+            axis=2,
+        )

@@ -79,29 +79,38 @@ def start(config: ServerConfig) -> Running:
     n = registry.load_all()
     log.info("loaded %d experiments", n)
     sig = LocalSignal()
-    learner = Learner(registry, sig, batch=config.learner_batch,
-                      checkpoint_every=config.checkpoint_every)
+    learner = Learner(
+        registry, sig, batch=config.learner_batch, checkpoint_every=config.checkpoint_every
+    )
 
     def commit_decisions(rows: list[Decision]) -> list[bool]:
         skipped = event_log.insert_decisions(rows)
         return [(r.experiment_id, r.event_id) in skipped for r in rows]
 
     decisions: GroupCommitter[Decision, bool] = GroupCommitter(
-        "decision-writer", commit_decisions, max_wait_s=config.writer_flush_ms / 1000)
+        "decision-writer", commit_decisions, max_wait_s=config.writer_flush_ms / 1000
+    )
     feedback: GroupCommitter[Feedback, Any] = GroupCommitter(
-        "feedback-writer", event_log.insert_feedback, max_wait_s=config.writer_flush_ms / 1000)
+        "feedback-writer", event_log.insert_feedback, max_wait_s=config.writer_flush_ms / 1000
+    )
     servicer = Servicer(config, registry, learner, decisions, feedback, sig.notify)
     for rt in registry.all():  # compile now, before SERVING
         servicer._warm(rt.config, rt.policy, len(rt.arms))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers),
-                         options=[("grpc.max_receive_message_length", 64 << 20),
-                                  ("grpc.so_reuseport", 0)])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.workers),
+        options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)],
+    )
     bandit_pb2_grpc.add_BanditServiceServicer_to_server(servicer, server)
     hs = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise SystemExit(f"--port: cannot listen on {config.host}:{config.port}")
@@ -129,8 +138,10 @@ def start(config: ServerConfig) -> Running:
 
 def serve(config: ServerConfig) -> None:
     """Run until SIGINT or SIGTERM."""
-    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     running = start(config)
     print(f"banditd listening on {config.host}:{running.port}", flush=True)
     done = threading.Event()

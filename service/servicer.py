@@ -38,9 +38,12 @@ R = TypeVar("R")
 
 STATUS = {"active": pb.EXPERIMENT_STATUS_ACTIVE, "paused": pb.EXPERIMENT_STATUS_PAUSED}
 KIND = {
-    "reward": pb.FEEDBACK_KIND_REWARD, "default": pb.FEEDBACK_KIND_DEFAULT,
-    "duplicate": pb.FEEDBACK_KIND_DUPLICATE, "late": pb.FEEDBACK_KIND_LATE,
-    "orphan": pb.FEEDBACK_KIND_ORPHAN, "observation": pb.FEEDBACK_KIND_OBSERVATION,
+    "reward": pb.FEEDBACK_KIND_REWARD,
+    "default": pb.FEEDBACK_KIND_DEFAULT,
+    "duplicate": pb.FEEDBACK_KIND_DUPLICATE,
+    "late": pb.FEEDBACK_KIND_LATE,
+    "orphan": pb.FEEDBACK_KIND_ORPHAN,
+    "observation": pb.FEEDBACK_KIND_OBSERVATION,
 }
 REWARD_KIND = {v: k for k, v in spec.REWARD_KINDS.items()}
 APPLY_MODE = {v: k for k, v in spec.APPLY_MODES.items()}
@@ -66,10 +69,15 @@ def handler(fn: Callable[..., R]) -> Callable[..., R]:
 
 
 class Servicer(pb_grpc.BanditServiceServicer):
-    def __init__(self, config: ServerConfig, registry: Registry, learner: Learner,
-                 decisions: GroupCommitter[rows.Decision, bool],
-                 feedback: GroupCommitter[rows.Feedback, rows.Committed],
-                 notify: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        registry: Registry,
+        learner: Learner,
+        decisions: GroupCommitter[rows.Decision, bool],
+        feedback: GroupCommitter[rows.Feedback, rows.Committed],
+        notify: Callable[[int], None],
+    ) -> None:
         self.config = config
         self.registry = registry
         self.log = registry.log
@@ -98,9 +106,14 @@ class Servicer(pb_grpc.BanditServiceServicer):
     def _to_pb(self, rt: Runtime) -> pb.Experiment:
         c = rt.config
         e = pb.Experiment(
-            namespace=rt.exp.namespace, name=rt.exp.name, family=c["family"],
-            revision=rt.revision, epsilon=c["epsilon"], slate_size=c["slate_size"],
-            holdout_fraction=c["holdout_fraction"], status=STATUS[rt.exp.status],
+            namespace=rt.exp.namespace,
+            name=rt.exp.name,
+            family=c["family"],
+            revision=rt.revision,
+            epsilon=c["epsilon"],
+            slate_size=c["slate_size"],
+            holdout_fraction=c["holdout_fraction"],
+            status=STATUS[rt.exp.status],
             version=int(rt.state.meta.version),
         )
         hyper = struct_pb2.Struct()
@@ -130,32 +143,50 @@ class Servicer(pb_grpc.BanditServiceServicer):
         return e
 
     @handler
-    def CreateExperiment(self, request: pb.CreateExperimentRequest, context: Any
-                         ) -> pb.CreateExperimentResponse:
+    def CreateExperiment(
+        self, request: pb.CreateExperimentRequest, context: Any
+    ) -> pb.CreateExperimentResponse:
         if not request.HasField("experiment"):
             raise invalid("experiment", "is required")
         config, arms = spec.parse_experiment(request.experiment)
         e = request.experiment
         with self._admin:
             if self.registry.get(e.namespace, e.name) is not None:
-                raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, "experiment.name",
-                                   f"{e.namespace}/{e.name} already exists")
+                raise ServiceError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "experiment.name",
+                    f"{e.namespace}/{e.name} already exists",
+                )
             # Compile before the experiment is visible: the first Select must not pay for it.
             policy = policies.make(config["family"], **config["hyperparameters"])
             self._warm(config, policy, len(arms))
             try:
                 exp = self.log.create_experiment(
-                    e.namespace, e.name, config=config, status=config["status"],
-                    revision=rows.RevisionSpec(1, config["family"], config["hyperparameters"],
-                                               config["policy_dim"], config["feature_schema"]
-                                               ["name"], config["feature_schema"]["version"]),
-                    arms=[rows.ArmSpec(a.arm_id, a.metadata,
-                                       None if a.features is None else pack_f64(a.features))
-                          for a in arms],
+                    e.namespace,
+                    e.name,
+                    config=config,
+                    status=config["status"],
+                    revision=rows.RevisionSpec(
+                        1,
+                        config["family"],
+                        config["hyperparameters"],
+                        config["policy_dim"],
+                        config["feature_schema"]["name"],
+                        config["feature_schema"]["version"],
+                    ),
+                    arms=[
+                        rows.ArmSpec(
+                            a.arm_id,
+                            a.metadata,
+                            None if a.features is None else pack_f64(a.features),
+                        )
+                        for a in arms
+                    ],
                 )
             except store_errors.AlreadyExists as err:
-                raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, "experiment.name",
-                                   str(err)) from None
+                raise ServiceError(
+                    grpc.StatusCode.ALREADY_EXISTS, "experiment.name", str(err)
+                ) from None
             rt = self.registry.build(exp)
             self.registry.put(rt)
         log.info("created %s (%s, %d arms)", rt.key, config["family"], len(arms))
@@ -174,24 +205,31 @@ class Servicer(pb_grpc.BanditServiceServicer):
         policy.update(st, xu, np.zeros(1, np.int64), np.zeros(1), propensity=np.ones(1))
 
     @handler
-    def GetExperiment(self, request: pb.GetExperimentRequest, context: Any
-                      ) -> pb.GetExperimentResponse:
+    def GetExperiment(
+        self, request: pb.GetExperimentRequest, context: Any
+    ) -> pb.GetExperimentResponse:
         rt = self._runtime(request.namespace, request.name)
         return pb.GetExperimentResponse(experiment=self._to_pb(rt))
 
     @handler
-    def ListExperiments(self, request: pb.ListExperimentsRequest, context: Any
-                        ) -> pb.ListExperimentsResponse:
+    def ListExperiments(
+        self, request: pb.ListExperimentsRequest, context: Any
+    ) -> pb.ListExperimentsResponse:
         if request.namespace:
             spec.check_name("namespace", request.namespace)
         rts = sorted(self.registry.all(), key=lambda r: (r.exp.namespace, r.exp.name))
-        return pb.ListExperimentsResponse(experiments=[
-            self._to_pb(rt) for rt in rts
-            if not request.namespace or rt.exp.namespace == request.namespace])
+        return pb.ListExperimentsResponse(
+            experiments=[
+                self._to_pb(rt)
+                for rt in rts
+                if not request.namespace or rt.exp.namespace == request.namespace
+            ]
+        )
 
     @handler
-    def UpdateExperiment(self, request: pb.UpdateExperimentRequest, context: Any
-                         ) -> pb.UpdateExperimentResponse:
+    def UpdateExperiment(
+        self, request: pb.UpdateExperimentRequest, context: Any
+    ) -> pb.UpdateExperimentResponse:
         with self._admin:
             rt = self._runtime(request.namespace, request.name)
             config = dict(rt.config)
@@ -218,49 +256,73 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 merged = {**new_hyper, **given}
                 new_hyper = spec.resolve_hyper("hyperparameters", config["family"], merged)
             existing = {a.arm_id for a in rt.arms}
-            new_arms = spec.parse_arms("add_arms", request.add_arms, config["arm_feature_dim"],
-                                       existing)
+            new_arms = spec.parse_arms(
+                "add_arms", request.add_arms, config["arm_feature_dim"], existing
+            )
             retire = list(request.retire_arm_ids)
             for i, arm_id in enumerate(retire):
                 if arm_id not in rt.slot_of:
                     raise not_found(f"retire_arm_ids[{i}]", f"unknown arm {arm_id!r}")
                 if retire.index(arm_id) != i:
                     raise invalid(f"retire_arm_ids[{i}]", f"arm {arm_id!r} listed twice")
-            left = sum(a.active for a in rt.arms) + len(new_arms) - sum(
-                1 for a in rt.arms if a.active and a.arm_id in retire)
+            left = (
+                sum(a.active for a in rt.arms)
+                + len(new_arms)
+                - sum(1 for a in rt.arms if a.active and a.arm_id in retire)
+            )
             if left < max(1, config["slate_size"]):
-                raise precondition("retire_arm_ids",
-                                   f"would leave {left} active arms; the experiment needs "
-                                   f"at least {max(1, config['slate_size'])}")
-            new_revision = spec.identity_changed(config["family"], config["hyperparameters"],
-                                                 new_hyper)
+                raise precondition(
+                    "retire_arm_ids",
+                    f"would leave {left} active arms; the experiment needs "
+                    f"at least {max(1, config['slate_size'])}",
+                )
+            new_revision = spec.identity_changed(
+                config["family"], config["hyperparameters"], new_hyper
+            )
             config["hyperparameters"] = new_hyper
             config["status"] = status
             # All checks passed: write to the log, then the live runtime.
             if new_arms:
-                self.log.add_arms(rt.exp.id, [
-                    rows.ArmSpec(a.arm_id, a.metadata,
-                                 None if a.features is None else pack_f64(a.features))
-                    for a in new_arms])
+                self.log.add_arms(
+                    rt.exp.id,
+                    [
+                        rows.ArmSpec(
+                            a.arm_id,
+                            a.metadata,
+                            None if a.features is None else pack_f64(a.features),
+                        )
+                        for a in new_arms
+                    ],
+                )
             if retire:
                 self.log.retire_arms(rt.exp.id, retire)
             if new_revision:
-                self.log.add_revision(rt.exp.id, rows.RevisionSpec(
-                    rt.revision + 1, config["family"], new_hyper, config["policy_dim"],
-                    config["feature_schema"]["name"], config["feature_schema"]["version"]))
+                self.log.add_revision(
+                    rt.exp.id,
+                    rows.RevisionSpec(
+                        rt.revision + 1,
+                        config["family"],
+                        new_hyper,
+                        config["policy_dim"],
+                        config["feature_schema"]["name"],
+                        config["feature_schema"]["version"],
+                    ),
+                )
             exp = self.log.update_experiment(rt.exp.id, status=status, config=config)
             with rt.lock:
                 policy = policies.make(config["family"], **new_hyper)
                 arms = self.log.list_arms(rt.exp.id)
                 if new_revision:
                     self._warm(config, policy, len(arms))
-                    state = fresh_state(config, policy, len(arms), exp.revision,
-                                        int(rt.state.meta.version))
+                    state = fresh_state(
+                        config, policy, len(arms), exp.revision, int(rt.state.meta.version)
+                    )
                 else:
                     state = rt.state
                     if policy.hyper != rt.policy.hyper:  # e.g. serving dtype: same stats
-                        state = state._replace(cache=policy.kernels.refresh(policy.kernels.h,
-                                                                            state.stats))
+                        state = state._replace(
+                            cache=policy.kernels.refresh(policy.kernels.h, state.stats)
+                        )
                 state = sync_arms(policy, state, arms)
                 rt.exp, rt.config, rt.policy, rt.arms, rt.state = exp, config, policy, arms, state
                 rt.reindex()
@@ -282,7 +344,6 @@ class Servicer(pb_grpc.BanditServiceServicer):
             raise invalid("items", f"{n} items is above the limit of {self.config.max_items}")
         state = rt.state  # one snapshot for the whole request
         cfg = rt.config
-        fam = policies.get(cfg["family"])
         cap = int(np.shape(state.meta.active)[0])
         active = np.asarray(state.meta.active)
         k = cfg["slate_size"]
@@ -297,8 +358,9 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 raise invalid(f"items[{i}].event_id", f"repeats items[{seen[eid]}].event_id")
             seen[eid] = i
             event_ids.append(eid)
-            v, idx = rt.parse_context(f"items[{i}].context", item.context
-                                      if item.HasField("context") else None)
+            v, idx = rt.parse_context(
+                f"items[{i}].context", item.context if item.HasField("context") else None
+            )
             ctx_vals.append(v)
             ctx_idx.append(idx)
             dense_rows.append(rt.dense(v, idx))
@@ -307,17 +369,21 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 for j, arm_id in enumerate(item.eligible_arm_ids):
                     slot = rt.slot_of.get(arm_id)
                     if slot is None:
-                        raise invalid(f"items[{i}].eligible_arm_ids[{j}]",
-                                      f"unknown arm {arm_id!r}")
+                        raise invalid(
+                            f"items[{i}].eligible_arm_ids[{j}]", f"unknown arm {arm_id!r}"
+                        )
                     if not active[slot]:
-                        raise invalid(f"items[{i}].eligible_arm_ids[{j}]",
-                                      f"arm {arm_id!r} is retired")
+                        raise invalid(
+                            f"items[{i}].eligible_arm_ids[{j}]", f"arm {arm_id!r} is retired"
+                        )
                     mask[slot] = True
             else:
                 mask = active.copy()
             if mask.sum() < max(k, 1):
-                raise invalid(f"items[{i}].eligible_arm_ids",
-                              f"{int(mask.sum())} eligible arms; slate_size is {k}")
+                raise invalid(
+                    f"items[{i}].eligible_arm_ids",
+                    f"{int(mask.sum())} eligible arms; slate_size is {k}",
+                )
             elig_rows.append(mask)
             over = rt.parse_arm_features(f"items[{i}].arm_features", item.arm_features)
             arm_over.append(over)
@@ -325,28 +391,47 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 raise invalid(f"items[{i}].unit_id", "is longer than 256 characters")
         feats = None
         if cfg["arm_feature_dim"]:
-            feats = [rt.arm_matrix(f"items[{i}].arm_features", arm_over[i],
-                                   np.nonzero(elig_rows[i])[0]) for i in range(n)]
+            feats = [
+                rt.arm_matrix(f"items[{i}].arm_features", arm_over[i], np.nonzero(elig_rows[i])[0])
+                for i in range(n)
+            ]
         # Validation is complete: nothing below rejects the request.
         replay = self._recorded(rt, event_ids)
         todo = [i for i in range(n) if event_ids[i] not in replay]
         now = time.time()
         decided: dict[int, rows.Decision] = {}
         if todo:
-            decided = self._decide(rt, state, request, todo, event_ids, ctx_vals, ctx_idx,
-                                   dense_rows, feats, arm_over, elig_rows, now)
+            decided = self._decide(
+                rt,
+                state,
+                request,
+                todo,
+                event_ids,
+                ctx_vals,
+                ctx_idx,
+                dense_rows,
+                feats,
+                arm_over,
+                elig_rows,
+                now,
+            )
         resp = pb.SelectResponse()
         wm = rt.watermark
         for i in range(n):
             d = replay.get(event_ids[i]) or decided[i]
             out = resp.decisions.add(
-                event_id=d.event_id, propensity=d.propensity, revision=d.revision,
-                version=d.version, holdout=d.holdout, applied_watermark=wm, deferred=d.deferred,
-                replayed=event_ids[i] in replay)
+                event_id=d.event_id,
+                propensity=d.propensity,
+                revision=d.revision,
+                version=d.version,
+                holdout=d.holdout,
+                applied_watermark=wm,
+                deferred=d.deferred,
+                replayed=event_ids[i] in replay,
+            )
             out.arm_ids.extend(rt.arms[s].arm_id for s in d.chosen)
             out.slot_propensities.extend(d.slot_propensities)
             out.decide_time.FromNanoseconds(int(d.created_at * 1e9))
-        del fam
         return resp
 
     def _recorded(self, rt: Runtime, event_ids: list[str]) -> dict[str, rows.Decision]:
@@ -361,11 +446,21 @@ class Servicer(pb_grpc.BanditServiceServicer):
             found.update(self.log.get_decisions(rt.exp.id, rest))
         return found
 
-    def _decide(self, rt: Runtime, state: policies.State, request: pb.SelectRequest,
-                todo: list[int], event_ids: list[str], ctx_vals: list[np.ndarray],
-                ctx_idx: list[np.ndarray | None], dense_rows: list[np.ndarray],
-                feats: list[np.ndarray] | None, arm_over: list[dict[int, np.ndarray]],
-                elig_rows: list[np.ndarray], now: float) -> dict[int, rows.Decision]:
+    def _decide(
+        self,
+        rt: Runtime,
+        state: policies.State,
+        request: pb.SelectRequest,
+        todo: list[int],
+        event_ids: list[str],
+        ctx_vals: list[np.ndarray],
+        ctx_idx: list[np.ndarray | None],
+        dense_rows: list[np.ndarray],
+        feats: list[np.ndarray] | None,
+        arm_over: list[dict[int, np.ndarray]],
+        elig_rows: list[np.ndarray],
+        now: float,
+    ) -> dict[int, rows.Decision]:
         cfg = rt.config
         hold_frac = cfg["holdout_fraction"]
         items = request.items
@@ -402,15 +497,23 @@ class Servicer(pb_grpc.BanditServiceServicer):
             over = arm_over[i]
             elig = elig_rows[i]
             d = rows.Decision(
-                experiment_id=rt.exp.id, event_id=event_ids[i], revision=rt.revision,
-                version=version, chosen=(int(chosen[j]),), slot_propensities=(float(props[j]),),
+                experiment_id=rt.exp.id,
+                event_id=event_ids[i],
+                revision=rt.revision,
+                version=version,
+                chosen=(int(chosen[j]),),
+                slot_propensities=(float(props[j]),),
                 created_at=now,
                 context=pack_f64(ctx_vals[i]) if ctx_vals[i].size else None,
                 sparse_indices=None if ctx_idx[i] is None else pack_i32(ctx_idx[i]),
                 arm_feature_slots=pack_i32(sorted(over)) if over else None,
                 arm_features=pack_f64(np.stack([over[s] for s in sorted(over)])) if over else None,
-                eligible=None if np.array_equal(elig, all_active) else pack_i32(np.nonzero(elig)[0]),
-                unit_id=item.unit_id or None, holdout=holdout[j], deferred=item.deferred,
+                eligible=None
+                if np.array_equal(elig, all_active)
+                else pack_i32(np.nonzero(elig)[0]),
+                unit_id=item.unit_id or None,
+                holdout=holdout[j],
+                deferred=item.deferred,
                 deadline=(now + window) if window > 0 and not item.deferred else None,
             )
             decided[i] = d
@@ -423,7 +526,11 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 else:
                     self._inflight[(d.experiment_id, d.event_id)] = d
         fut = self.decisions.submit(batch)
-        fut.add_done_callback(lambda _f, b=batch: self._landed(b))
+
+        def landed(_: Any) -> None:
+            self._landed(batch)
+
+        fut.add_done_callback(landed)
         return decided
 
     def _landed(self, batch: list[rows.Decision]) -> None:
@@ -433,8 +540,9 @@ class Servicer(pb_grpc.BanditServiceServicer):
 
     # --- Update --------------------------------------------------------------------------------
 
-    def _feedback_rows(self, rt: Runtime, request: pb.UpdateRequest, prefix: str = ""
-                       ) -> list[rows.Feedback]:
+    def _feedback_rows(
+        self, rt: Runtime, request: pb.UpdateRequest, prefix: str = ""
+    ) -> list[rows.Feedback]:
         cfg = rt.config
         kind = cfg["reward"]["kind"]
         fam = policies.get(cfg["family"])
@@ -442,9 +550,10 @@ class Servicer(pb_grpc.BanditServiceServicer):
         if n == 0:
             raise invalid(f"{prefix}rewards", "at least one reward or observation is required")
         if n > self.config.max_items:
-            raise invalid(f"{prefix}rewards",
-                          f"{n} rewards and observations is above the limit of "
-                          f"{self.config.max_items}")
+            raise invalid(
+                f"{prefix}rewards",
+                f"{n} rewards and observations is above the limit of {self.config.max_items}",
+            )
         ids = []
         for i, r in enumerate(request.rewards):
             f = f"{prefix}rewards[{i}]"
@@ -464,13 +573,21 @@ class Servicer(pb_grpc.BanditServiceServicer):
         for i, r in enumerate(request.rewards):
             d = decisions.get(r.event_id)
             if d is None:
-                raise not_found(f"{prefix}rewards[{i}].event_id",
-                                f"no decision {r.event_id!r} in {rt.key}")
+                raise not_found(
+                    f"{prefix}rewards[{i}].event_id", f"no decision {r.event_id!r} in {rt.key}"
+                )
             late = window > 0 and not d.deferred and now > d.created_at + window
-            out.append(rows.Feedback(
-                experiment_id=rt.exp.id, kind="late" if late else "reward", reward=r.value,
-                event_id=r.event_id, metrics=dict(r.metrics) or None,
-                reward_id=r.reward_id or None, client_seq=request.client_sequence or None))
+            out.append(
+                rows.Feedback(
+                    experiment_id=rt.exp.id,
+                    kind="late" if late else "reward",
+                    reward=r.value,
+                    event_id=r.event_id,
+                    metrics=dict(r.metrics) or None,
+                    reward_id=r.reward_id or None,
+                    client_seq=request.client_sequence or None,
+                )
+            )
         for i, o in enumerate(request.observations):
             f = f"{prefix}observations[{i}]"
             if len(o.arm_ids) != 1:
@@ -487,21 +604,30 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 if not 0.0 < prop <= 1.0:
                     raise invalid(f"{f}.propensity", f"must be in (0, 1], got {prop}")
             elif fam.needs_propensity:
-                raise invalid(f"{f}.propensity", f"family {fam.name!r} needs the logged "
-                              "propensity of observations")
-            v, idx = rt.parse_context(f"{f}.context", o.context if o.HasField("context")
-                                      else None)
+                raise invalid(
+                    f"{f}.propensity",
+                    f"family {fam.name!r} needs the logged propensity of observations",
+                )
+            v, idx = rt.parse_context(f"{f}.context", o.context if o.HasField("context") else None)
             over = rt.parse_arm_features(f"{f}.arm_features", o.arm_features)
             if cfg["arm_feature_dim"]:
                 rt.arm_matrix(f"{f}.arm_features", over, np.asarray([slot]))
-            out.append(rows.Feedback(
-                experiment_id=rt.exp.id, kind="observation", reward=o.rewards[0],
-                chosen=(slot,), propensity=prop,
-                context=pack_f64(v) if v.size else None,
-                sparse_indices=None if idx is None else pack_i32(idx),
-                arm_feature_slots=pack_i32(sorted(over)) if over else None,
-                arm_features=pack_f64(np.stack([over[s] for s in sorted(over)])) if over else None,
-                client_seq=request.client_sequence or None))
+            out.append(
+                rows.Feedback(
+                    experiment_id=rt.exp.id,
+                    kind="observation",
+                    reward=o.rewards[0],
+                    chosen=(slot,),
+                    propensity=prop,
+                    context=pack_f64(v) if v.size else None,
+                    sparse_indices=None if idx is None else pack_i32(idx),
+                    arm_feature_slots=pack_i32(sorted(over)) if over else None,
+                    arm_features=pack_f64(np.stack([over[s] for s in sorted(over)]))
+                    if over
+                    else None,
+                    client_seq=request.client_sequence or None,
+                )
+            )
         return out
 
     def _await_decisions(self, rt: Runtime, ids: list[str]) -> dict[str, rows.Decision]:
@@ -519,10 +645,16 @@ class Servicer(pb_grpc.BanditServiceServicer):
         self.notify(rt.exp.id)
         acks = []
         for row, c in zip(fb, committed, strict=True):
-            acks.append(pb.FeedbackAck(
-                event_id=row.event_id or "", sequence=c.seq, kind=KIND[c.kind],
-                duplicate=c.kind == "duplicate", late=c.kind == "late",
-                orphan=c.kind == "orphan"))
+            acks.append(
+                pb.FeedbackAck(
+                    event_id=row.event_id or "",
+                    sequence=c.seq,
+                    kind=KIND[c.kind],
+                    duplicate=c.kind == "duplicate",
+                    late=c.kind == "late",
+                    orphan=c.kind == "orphan",
+                )
+            )
         return acks
 
     @handler
@@ -532,8 +664,10 @@ class Servicer(pb_grpc.BanditServiceServicer):
         return pb.UpdateResponse(acks=self._commit(rt, fb))
 
     def StreamUpdates(self, request_iterator: Any, context: Any) -> Any:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      "StreamUpdates: streaming feedback is not served yet; use Update")
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "StreamUpdates: streaming feedback is not served yet; use Update",
+        )
 
     @handler
     def Activate(self, request: pb.ActivateRequest, context: Any) -> pb.ActivateResponse:
@@ -547,7 +681,3 @@ class Servicer(pb_grpc.BanditServiceServicer):
         rt = self._runtime(request.namespace, request.name)
         self.decisions.flush(timeout=10)
         return experiment_stats(rt, self.log)
-
-
-def _unused(x: Any) -> None:  # keep json_format importable for future Struct conversions
-    del x, json_format

@@ -18,10 +18,15 @@ from google.protobuf import json_format
 from .errors import invalid, precondition
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-REWARD_KINDS = {pb.REWARD_KIND_BINARY: "binary", pb.REWARD_KIND_BOUNDED: "bounded",
-                pb.REWARD_KIND_REAL: "real"}
-APPLY_MODES = {pb.APPLY_MODE_IMMEDIATE: "immediate",
-               pb.APPLY_MODE_AT_WINDOW_CLOSE: "at_window_close"}
+REWARD_KINDS = {
+    pb.REWARD_KIND_BINARY: "binary",
+    pb.REWARD_KIND_BOUNDED: "bounded",
+    pb.REWARD_KIND_REAL: "real",
+}
+APPLY_MODES = {
+    pb.APPLY_MODE_IMMEDIATE: "immediate",
+    pb.APPLY_MODE_AT_WINDOW_CLOSE: "at_window_close",
+}
 MAX_ARMS = 100_000
 MAX_DIM = 65_536
 
@@ -75,11 +80,15 @@ def parse_arms(field: str, arms: Any, arm_feature_dim: int, existing: set[str]) 
         feats = None
         if len(a.features):
             if len(a.features) != arm_feature_dim:
-                raise invalid(f"{field}[{i}].features",
-                              f"expected {arm_feature_dim} values "
-                              "(feature_schema.arm_feature_dimension), got {len(a.features)}")
+                raise invalid(
+                    f"{field}[{i}].features",
+                    f"expected {arm_feature_dim} values "
+                    "(feature_schema.arm_feature_dimension), got {len(a.features)}",
+                )
             feats = tuple(finite(f"{field}[{i}].features", v) for v in a.features)
-        out.append(ArmDef(a.id, struct_to_dict(a.metadata) if a.HasField("metadata") else {}, feats))
+        out.append(
+            ArmDef(a.id, struct_to_dict(a.metadata) if a.HasField("metadata") else {}, feats)
+        )
     if len(seen) > MAX_ARMS:
         raise invalid(field, f"at most {MAX_ARMS} arms")
     return out
@@ -105,28 +114,35 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
     check_name("experiment.name", e.name)
     if not e.family:
         raise invalid("experiment.family", "is required (see the families list)")
-    hyper = resolve_hyper("experiment.hyperparameters", e.family,
-                          struct_to_dict(e.hyperparameters) if e.HasField("hyperparameters")
-                          else {})
+    hyper = resolve_hyper(
+        "experiment.hyperparameters",
+        e.family,
+        struct_to_dict(e.hyperparameters) if e.HasField("hyperparameters") else {},
+    )
     fam = policies.get(e.family)
     fs = e.feature_schema
     if fs.dimension > MAX_DIM or fs.arm_feature_dimension > MAX_DIM:
         raise invalid("experiment.feature_schema.dimension", f"at most {MAX_DIM}")
     policy_dim = int(fs.dimension) + int(fs.arm_feature_dimension)
     if fam.contextual and policy_dim == 0:
-        raise invalid("experiment.feature_schema.dimension",
-                      f"family {fam.name!r} is contextual: set the context dimension (or "
-                      "arm_feature_dimension)")
+        raise invalid(
+            "experiment.feature_schema.dimension",
+            f"family {fam.name!r} is contextual: set the context dimension (or "
+            "arm_feature_dimension)",
+        )
     if hyper.get("shared") and fs.arm_feature_dimension == 0:
-        raise invalid("experiment.feature_schema.arm_feature_dimension",
-                      "shared=True learns one parameter over per-arm features; set their length")
+        raise invalid(
+            "experiment.feature_schema.arm_feature_dimension",
+            "shared=True learns one parameter over per-arm features; set their length",
+        )
     kind = REWARD_KINDS.get(e.reward.kind, "binary" if e.reward.kind == 0 else None)
     if kind is None:
         raise invalid("experiment.reward.kind", f"unknown reward kind {e.reward.kind}")
     if kind not in fam.reward_kinds:
-        raise invalid("experiment.reward.kind",
-                      f"family {fam.name!r} takes {' or '.join(fam.reward_kinds)} rewards, "
-                      f"not {kind}")
+        raise invalid(
+            "experiment.reward.kind",
+            f"family {fam.name!r} takes {' or '.join(fam.reward_kinds)} rewards, not {kind}",
+        )
     window = e.reward.wait_window.seconds + e.reward.wait_window.nanos / 1e9
     if window < 0:
         raise invalid("experiment.reward.wait_window", "must not be negative")
@@ -136,13 +152,14 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
     if e.reward.apply_mode not in (0, *APPLY_MODES):
         raise invalid("experiment.reward.apply_mode", f"unknown apply mode {e.reward.apply_mode}")
     apply_mode = APPLY_MODES.get(e.reward.apply_mode) or (
-        "at_window_close" if default is not None else "immediate")
+        "at_window_close" if default is not None else "immediate"
+    )
     if apply_mode != "immediate":
-        raise precondition("experiment.reward.apply_mode",
-                           "at_window_close is not served yet; use immediate")
+        raise precondition(
+            "experiment.reward.apply_mode", "at_window_close is not served yet; use immediate"
+        )
     if default is not None:
-        raise precondition("experiment.reward.default_reward",
-                           "default rewards are not served yet")
+        raise precondition("experiment.reward.default_reward", "default rewards are not served yet")
     eps = finite("experiment.epsilon", e.epsilon)
     if not 0.0 <= eps <= 1.0:
         raise invalid("experiment.epsilon", f"must be in [0, 1], got {eps}")
@@ -162,8 +179,10 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
     if k > len(arms):
         raise invalid("experiment.slate_size", f"{k} is more than the {len(arms)} arms")
     if k > 1 and not fam.ranked:
-        raise precondition("experiment.slate_size",
-                           f"family {fam.name!r} chooses one arm; slate_size must be 0 or 1")
+        raise precondition(
+            "experiment.slate_size",
+            f"family {fam.name!r} chooses one arm; slate_size must be 0 or 1",
+        )
     config = {
         "family": fam.name,
         "hyperparameters": hyper,
@@ -172,8 +191,13 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
         "arm_feature_dim": int(fs.arm_feature_dimension),
         "policy_dim": policy_dim,
         "feature_schema": {"name": fs.name, "version": int(fs.version)},
-        "reward": {"kind": kind, "wait_window_s": window, "default_reward": default,
-                   "apply_mode": apply_mode, "train_on_holdout": bool(e.reward.train_on_holdout)},
+        "reward": {
+            "kind": kind,
+            "wait_window_s": window,
+            "default_reward": default,
+            "apply_mode": apply_mode,
+            "train_on_holdout": bool(e.reward.train_on_holdout),
+        },
         "epsilon": eps,
         "slate_size": k,
         "holdout_fraction": hold,

@@ -6,6 +6,7 @@ concurrent Updates' feedback) into one transaction is what makes thousands per s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,8 +24,14 @@ class GroupCommitter(Generic[T, R]):
     """Collects rows from any thread; a background thread commits them with ``commit(rows)``
     (one call per batch, results aligned with rows) and resolves each submitter's future."""
 
-    def __init__(self, name: str, commit: Callable[[Sequence[T]], Sequence[R]], *,
-                 max_wait_s: float = 0.002, max_rows: int = 2048) -> None:
+    def __init__(
+        self,
+        name: str,
+        commit: Callable[[list[T]], Sequence[R]],
+        *,
+        max_wait_s: float = 0.002,
+        max_rows: int = 2048,
+    ) -> None:
         self._commit = commit
         self._max_wait = max_wait_s
         self._max_rows = max_rows
@@ -51,10 +58,9 @@ class GroupCommitter(Generic[T, R]):
             pending = [f for _, f in self._queue]
         marker = self.submit([])
         for f in [*pending, marker]:
-            try:
+            # The submitter sees a failure; flush only waits for the commit to be over.
+            with contextlib.suppress(Exception):
                 f.result(timeout)
-            except Exception:  # noqa: BLE001 - the submitter sees the error; flush only waits
-                pass
 
     def close(self) -> None:
         with self._cv:
