@@ -89,7 +89,9 @@ def _exp3_gamma(cfg, h, n_arms):
 def _exp3_dist(cfg, h, state, ctx, mask, t):
     logw = state.stats["logw"]
     n_elig = jnp.maximum(mask.sum(-1, keepdims=True), 1)
-    gamma = _exp3_gamma(cfg, h, n_elig)
+    # gamma depends on the number of active arms (as in the update), not on this row's eligible
+    # set; the gamma mass is spread over the eligible arms.
+    gamma = _exp3_gamma(cfg, h, jnp.maximum(jnp.sum(state.meta.active), 1).astype(logw.dtype))
     z = masked(jnp.broadcast_to(logw, mask.shape), mask)
     soft = jax.nn.softmax(z, axis=-1)  # log-sum-exp stable, subtracts the max
     probs = jnp.where(mask, (1.0 - gamma) * soft + gamma / n_elig, 0.0)

@@ -1,0 +1,53 @@
+"""Bandit environments as pure JAX objects, and a compiled simulator for policies.
+
+Environment interface (``banditd.sim.env.Env``). An environment is a frozen dataclass registered
+as a JAX pytree (arrays are leaves, Python settings are static), so it can be passed to jitted
+functions and used inside ``jax.lax.scan`` / ``jax.vmap``:
+
+* ``name`` -- kind of environment; ``reward_kind`` -- ``"binary"`` | ``"bounded"`` | ``"real"``.
+* ``n_arms`` -- N; ``dim`` -- context dimension d, 0 for non-contextual environments.
+* ``per_arm`` -- contexts are per-arm feature rows ``[N, d]`` rather than one ``[d]`` vector.
+* ``observe(key, t) -> (context, means)`` -- round ``t``'s context (``[d]``, ``[N, d]`` or shape
+  ``[0]``) and the expected reward of every arm given it (``[N]``). ``t`` is the 0-based round
+  index, so non-stationary environments (abrupt switches) fit the same signature.
+* ``reward(key, means, arm) -> r`` -- a sampled reward. It must be a deterministic function of
+  ``key`` whatever the arm, so the reward every arm would have paid in a round is fixed by the
+  round's key (``realize`` relies on this to replay rounds for numpy libraries).
+
+Constructors take a ``seed`` for the environment's own parameters (arm means, true ``theta``);
+the randomness of rounds comes from the run's seeds.
+
+>>> from banditd import sim
+>>> from banditd.policies import make
+>>> env = sim.bernoulli(10, seed=0)
+>>> res = sim.run(make("ucb1"), env, T=1000, seeds=range(4))
+>>> res.regret.shape
+(4, 1000)
+"""
+
+from .arms import BernoulliArms, GaussianArms, bernoulli, gaussian
+from .digits import Digits, digits
+from .env import Env
+from .linear import LinearDisjoint, LinearPerArm, linear_disjoint, linear_per_arm
+from .runner import Realization, Run, realize, round_keys, run, seed_keys, uniform
+
+__all__ = [
+    "BernoulliArms",
+    "Digits",
+    "Env",
+    "GaussianArms",
+    "LinearDisjoint",
+    "LinearPerArm",
+    "Realization",
+    "Run",
+    "bernoulli",
+    "digits",
+    "gaussian",
+    "linear_disjoint",
+    "linear_per_arm",
+    "realize",
+    "round_keys",
+    "run",
+    "seed_keys",
+    "uniform",
+]

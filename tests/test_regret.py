@@ -1,0 +1,82 @@
+"""Every policy family learns on the environment it is made for.
+
+Bar: over 10 seeds of T = 5,000 rounds, mean cumulative regret is at most half the uniform-random
+baseline's, with one-sided 95% confidence (paired by seed: both runs see the same rounds).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+from banditd import sim
+from banditd.policies import families, make
+from scipy import stats
+
+T = 5000
+SEEDS = range(10)
+BAR = 0.5  # policy regret / uniform regret
+
+ENVS = {
+    "bernoulli": lambda: sim.bernoulli(10, seed=0),
+    "gaussian": lambda: sim.gaussian(10, seed=0),
+    "linear_disjoint": lambda: sim.linear_disjoint(10, 10, seed=0),
+    "linear_per_arm": lambda: sim.linear_per_arm(10, 10, seed=0),
+}
+
+# (family, hyperparameters, environment). EXP3's automatic gamma needs a bound on total reward;
+# with rewards in [0, 1], T is that bound.
+CASES = [
+    ("beta_ts", {}, "bernoulli"),
+    ("ucb1", {}, "bernoulli"),
+    ("epsilon_greedy", {}, "bernoulli"),
+    ("exp3", {"horizon": float(T)}, "bernoulli"),
+    ("gaussian_ts", {}, "gaussian"),
+    ("nig_ts", {}, "gaussian"),
+    ("linucb", {}, "linear_disjoint"),
+    ("lin_ts", {}, "linear_disjoint"),
+    ("linucb", {"shared": True}, "linear_per_arm"),
+    ("lin_ts", {"shared": True}, "linear_per_arm"),
+]
+
+
+@cache
+def env(name: str):
+    return ENVS[name]()
+
+
+@cache
+def uniform_regret(name: str) -> np.ndarray:
+    return sim.uniform(env(name), T, SEEDS).regret[:, -1]
+
+
+def test_every_family_has_a_regret_case():
+    assert set(families()) <= {fam for fam, _, _ in CASES}
+
+
+@pytest.mark.parametrize(
+    ("family", "hyper", "env_name"),
+    CASES,
+    ids=[f"{f}-{e}" + ("-shared" if h.get("shared") else "") for f, h, e in CASES],
+)
+def test_regret_at_most_half_of_uniform(family, hyper, env_name):
+    res = sim.run(make(family, **hyper), env(env_name), T, SEEDS)
+    mine, base = res.regret[:, -1], uniform_regret(env_name)
+    d = mine - BAR * base
+    n = len(d)
+    upper = d.mean() + stats.t.ppf(0.95, n - 1) * d.std(ddof=1) / np.sqrt(n)
+    assert upper < 0, (
+        f"{family} on {env_name}: regret {mine.mean():.1f} +- {mine.std(ddof=1):.1f} vs "
+        f"uniform {base.mean():.1f}; upper 95% bound of regret - {BAR}*uniform = {upper:.1f}"
+    )
+
+
+def test_linucb_reads_digits():
+    # The bandit only ever sees whether its guess was right, yet after 5,000 images a linear
+    # model per class should classify most of them.
+    res = sim.run(make("linucb", alpha=1.0), sim.digits(), T, SEEDS)
+    accuracy = res.reward[:, -1] / T
+    assert (accuracy >= 0.85).all(), f"cumulative accuracy per seed: {accuracy}"
+    # Regret on digits is exactly the number of wrong guesses.
+    np.testing.assert_allclose(res.regret[:, -1], T - res.reward[:, -1])
