@@ -1,7 +1,11 @@
 """Policy speed: LinUCB K=100 d=64 and Beta TS K=10, against same-run baselines.
 
-Run (pinned to one CPU for stable figures):
-    taskset -c 1 .venv/bin/python bench/speed.py [--n 3000] [--no-mabwiser]
+Run:
+    .venv/bin/python bench/speed.py [--n 3000] [--no-mabwiser] [--cpu 1]
+
+Single-call latency rows run pinned to one CPU (``--cpu``, via sched_setaffinity) for stable
+figures; batch-of-1000 rows are measured twice, pinned and on every CPU (XLA's matmul uses the
+cores it is given), and say which.
 
 Baselines measured in the same run: a numpy float64 LinUCB (batched matmul over cached A^-1,
 the way MABWiser and OBP compute it), the same in packed form, and MABWiser's LinUCB and
@@ -19,11 +23,10 @@ from typing import Any
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import banditd.policies as P  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from common import pct, print_header, table, time_calls  # noqa: E402
-
-import banditd.policies as P  # noqa: E402
 
 jax.config.update("jax_cpu_enable_async_dispatch", False)
 
@@ -40,6 +43,18 @@ def _timed_once(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return (time.perf_counter() - t0) * 1e6
+
+
+ALL_CPUS = sorted(os.sched_getaffinity(0))
+PIN: list[int] = ALL_CPUS[-1:]
+
+
+def pinned() -> None:
+    os.sched_setaffinity(0, PIN)
+
+
+def unpinned() -> None:
+    os.sched_setaffinity(0, ALL_CPUS)
 
 
 def linucb_rows(n: int, use_mabwiser: bool) -> list[dict]:
@@ -65,8 +80,13 @@ def linucb_rows(n: int, use_mabwiser: bool) -> list[dict]:
         rows.append(_row("select, 1 context", "banditd", dt, n,
                          time_calls(lambda: pol.select(st, x1, key1), n)))
         pol.select(st, XB, keysB)
-        rows.append(_row("select, batch of 1000", "banditd", dt, max(n // 50, 20),
-                         time_calls(lambda: pol.select(st, XB, keysB), max(n // 50, 20), 3)))
+        m = max(n // 50, 20)
+        rows.append(_row("select, batch of 1000 (1 CPU)", "banditd", dt, m,
+                         time_calls(lambda: pol.select(st, XB, keysB), m, 3)))
+        unpinned()
+        rows.append(_row(f"select, batch of 1000 ({len(ALL_CPUS)} CPUs)", "banditd", dt, m,
+                         time_calls(lambda: pol.select(st, XB, keysB), m, 3)))
+        pinned()
 
     # numpy float64 reference over the same state
     pol, st = states["float64"]
@@ -94,8 +114,8 @@ def linucb_rows(n: int, use_mabwiser: bool) -> list[dict]:
                      time_calls(lambda: np_select(x1[0]), n)))
     rows.append(_row("select, 1 context", "numpy packed (same trick)", "float64", n,
                      time_calls(lambda: np_packed(x1[0]), n)))
-    rows.append(_row("select, batch of 1000", "numpy reference", "float64", max(n // 50, 20),
-                     time_calls(lambda: np_batch(XB), max(n // 50, 20), 3)))
+    rows.append(_row("select, batch of 1000 (1 CPU)", "numpy reference", "float64",
+                     max(n // 50, 20), time_calls(lambda: np_batch(XB), max(n // 50, 20), 3)))
 
     # batched update (donated, incremental cache) and the full refresh it avoids
     pol = P.make("linucb")
@@ -185,7 +205,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=3000, help="timed calls per single-call row")
     ap.add_argument("--no-mabwiser", action="store_true")
+    ap.add_argument("--cpu", type=int, default=ALL_CPUS[-1], help="CPU for the pinned rows")
     args = ap.parse_args()
+    PIN[:] = [args.cpu]
+    pinned()
     print_header("banditd policy speed", pkgs=("jax", "jaxlib", "numpy", "mabwiser"),
                  extra={"sizes": f"LinUCB K={K} d={D}; Beta TS K=10",
                         "note": "times are wall-clock per call in microseconds"})
@@ -197,8 +220,10 @@ def main() -> None:
          get[("select, 1 context", "banditd", "float64")],
          get[("select, 1 context", "numpy reference (A^-1 @ x)", "float64")]),
         ("f32 single select <= 50 us", get[("select, 1 context", "banditd", "float32")], 50.0),
-        ("f32 batch of 1000 <= 12 ms",
-         get[("select, batch of 1000", "banditd", "float32")], 12000.0),
+        ("f32 batch of 1000 <= 12 ms (all CPUs)",
+         get[(f"select, batch of 1000 ({len(ALL_CPUS)} CPUs)", "banditd", "float32")], 12000.0),
+        ("f32 batch of 1000 <= 12 ms (1 CPU)",
+         get[("select, batch of 1000 (1 CPU)", "banditd", "float32")], 12000.0),
         ("update B=256 >= 50k obs/s (p50 <= 5120 us)",
          get[("update B=256 incl. cache refresh", "banditd (donated)", "float64")], 5120.0),
         ("Beta TS K=10 select <= 50 us",

@@ -98,13 +98,23 @@ def mix_epsilon(base: Array, mask: Array, epsilon: Array) -> Array:
     return jnp.where(mask, (1.0 - epsilon) * base + epsilon / n_elig, 0.0)
 
 
+def key_uniform(keys: Array) -> Array:
+    """A uniform number in [0, 1) per row, read straight from the row key's 64 bits.
+
+    Decision keys are hash outputs (``derive_keys``) or threefry splits, so their bits are
+    already uniform; reading them avoids a threefry round (~10 us per select here).
+    """
+    k = keys.astype(jnp.float64)
+    return (k[:, 0] + k[:, 1] * 2.0**-32) * 2.0**-32
+
+
 def sample_from(probs: Array, key: Array) -> Array:
     """One draw per row from ``probs`` by inverse CDF with that row's key.
 
     u is in (0, 1], so the draw is the first arm whose cumulative mass reaches u * total: an arm
     with zero probability is never returned (a vmapped categorical costs ~3x more here).
     """
-    u = 1.0 - jax.vmap(lambda k: jax.random.uniform(k, dtype=probs.dtype))(key)
+    u = (1.0 - key_uniform(key)).astype(probs.dtype)
     c = jnp.cumsum(probs, axis=-1)
     return jnp.sum(c < u[:, None] * c[:, -1:], axis=-1)
 

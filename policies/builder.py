@@ -19,9 +19,9 @@ from .base import (
     SelectOutput,
     State,
     capacity_for,
+    key_uniform,
     mix_epsilon,
     next_pow2,
-    row_keys,
     sample_from,
     tie_probs,
     to_key_array,
@@ -35,6 +35,7 @@ TRACES: Counter[tuple[str, str]] = Counter()
 MC_DRAWS = 32768  # SE of a Monte Carlo choice probability <= sqrt(0.25 / 32768) = 0.0028
 MC_CHUNK = 4096
 MC_MEMO = 256
+HOST_ROWS = 64  # host-MC families select up to this many rows with numpy (see _host_select)
 
 
 class Kernels(NamedTuple):
@@ -60,10 +61,10 @@ def _select_core(fam: Family, cfg: Mapping[str, Any], h, state, ctx, keys, elig,
         probs = mix_epsilon(dist, mask, eps)
         arms = sample_from(probs, keys)
     else:
-        ks = row_keys(keys, 2)
-        scores = fam.scores(cfg, h, state, ctx, ks[:, 0], mask, t)
+        scores = fam.scores(cfg, h, state, ctx, keys, mask, t)
         # One uniform decides both: u < eps explores, and then u/eps is itself uniform on [0, 1).
-        u = jax.vmap(lambda k: jax.random.uniform(k, dtype=scores.dtype))(ks[:, 1])
+        # It is read from the key's bits; the draws above hash the key, so the two are unrelated.
+        u = key_uniform(keys).astype(scores.dtype)
         # Exact ties in a draw (zero posterior variance: alpha = 0, an all-zero context, identical
         # per-arm features) split the greedy mass as the logged probabilities assume; otherwise
         # arm order would decide. When not exploring, (1-u)/(1-eps) is uniform on (0, 1].
@@ -146,7 +147,8 @@ def _jitted(fam: Family, cfg_items: tuple, name: str):
         f = jax.jit(counted(partial(fam.delta, cfg)))
     elif name in ("apply", "apply_donate"):
         f = jax.jit(counted(partial(_apply, fam, cfg)), donate_argnums=(1,) if "donate" in name else ())
-    elif name in ("update", "update_donate"):
+    elif name in ("update", "update_donate", "update_full", "update_full_donate"):
+        incremental = fam.refresh_incremental is not None and "full" not in name
 
         def upd(h, state, ctx, arms, rewards, w, prop, t):
             rows = (ctx, arms, rewards, w, prop, t)
@@ -155,10 +157,10 @@ def _jitted(fam: Family, cfg_items: tuple, name: str):
             else:
                 delta = fam.delta(cfg, h, state, *rows)
                 stats = {k: state.stats[k] + delta[k] for k in state.stats}
-            if fam.refresh_incremental is None:
-                cache = fam.refresh(cfg, h, stats)
-            else:
+            if incremental:
                 cache = fam.refresh_incremental(cfg, h, state, stats, ctx, arms, w)
+            else:
+                cache = fam.refresh(cfg, h, stats)
             meta = state.meta._replace(version=state.meta.version + 1)
             return State(stats, meta, cache)
 
@@ -210,6 +212,7 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
     k_select = _jitted(fam, cfg_items, "select_packed")
     k_update = _jitted(fam, cfg_items, "update")
     k_update_donate = _jitted(fam, cfg_items, "update_donate")
+    refresh_every = int(cfg.get("refresh_every", 0) or 0)
     k_refresh = _jitted(fam, cfg_items, "refresh")
     mc_memo: OrderedDict[tuple[bytes, bytes], np.ndarray] = OrderedDict()
     const_memo: dict[tuple, Any] = {}  # device-resident all-true masks / zero times per bucket
@@ -217,7 +220,7 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
     def dim_of(state: State) -> int:
         if not fam.contextual or fam.dim_stat is None:
             return 0
-        return int(np.shape(state.stats[fam.dim_stat])[-1])
+        return int(state.stats[fam.dim_stat].shape[-1])
 
     def init(n_arms: int, dim: int | None = None, *, revision: int = 0) -> State:
         if int(n_arms) < 0:
@@ -285,7 +288,7 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
             raise ValueError(f"contexts: family {fam.name!r} is contextual; contexts are required")
         x = np.asarray(contexts, dtype=np.float64)
         d = dim_of(state)
-        cap = int(np.shape(state.meta.active)[0])
+        cap = int(state.meta.active.shape[0])
         rule = "required" if cfg.get("shared") else fam.per_arm_contexts
         if x.ndim == 2 and rule == "required" and not played:
             raise ValueError("contexts: this configuration needs per-arm contexts [B, N, d]")
@@ -308,31 +311,78 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         ta = np.broadcast_to(np.asarray(t, np.float64), (rows,))
         return np.array(ta)
 
+    def _mc_row(state: State, digest: bytes, mbytes: bytes) -> np.ndarray:
+        key = (digest, mbytes)
+        p = mc_memo.get(key)
+        if p is None:
+            mask = np.frombuffer(mbytes, dtype=bool)
+            seed = int.from_bytes(digest[:8], "little")
+            p = _host_mc_probs(fam, cfg, traced, state, mask, seed)
+            mc_memo[key] = p
+            if len(mc_memo) > MC_MEMO:
+                mc_memo.popitem(last=False)
+        return p
+
     def _host_base(state: State, elig: np.ndarray | None, rows: int) -> np.ndarray:
         """Choice probabilities per row, Monte Carlo'd once per (stats, eligible set)."""
         digest = _digest(state)
-        active = np.asarray(state.meta.active)
+        active, _ = _host_active(state)
         if elig is None:
-            groups: dict[bytes, list[int]] = {active.tobytes(): list(range(rows))}
-        else:
-            groups = {}
-            for i, m in enumerate(elig & active[None, :]):
-                groups.setdefault(m.tobytes(), []).append(i)
+            return np.broadcast_to(_mc_row(state, digest, active.tobytes()), (rows, len(active)))
         out = np.empty((rows, active.shape[0]))
-        for mbytes, idx in groups.items():
-            key = (digest, mbytes)
-            p = mc_memo.get(key)
-            if p is None:
-                mask = np.frombuffer(mbytes, dtype=bool)
-                seed = int.from_bytes(digest[:8], "little")
-                p = _host_mc_probs(fam, cfg, traced, state, mask, seed)
-                mc_memo[key] = p
-                if len(mc_memo) > MC_MEMO:
-                    mc_memo.popitem(last=False)
-            else:
-                mc_memo.move_to_end(key)
-            out[idx] = p
+        for i, m in enumerate(elig & active[None, :]):
+            out[i] = _mc_row(state, digest, m.tobytes())
         return out
+
+    def _host_select(state: State, keys_np: np.ndarray, elig: np.ndarray | None,
+                     active: np.ndarray, base: np.ndarray, eps: float) -> SelectOutput:
+        """Thompson draws with numpy for a few rows of a small non-contextual family.
+
+        Same distribution as the jitted kernel (an argmax of one posterior draw, or uniform with
+        probability eps), several times cheaper here: a select of ten arms is dispatch-bound in
+        XLA. The draw is a pure function of the row key (Philox keyed by it), so decisions replay.
+        """
+        stats = _host_stats(state)
+        rows, cap = keys_np.shape[0], active.shape[0]
+        mask = active[None, :] if elig is None else elig & active[None, :]
+        n_e = mask.sum(axis=1, keepdims=True)
+        probs = np.where(mask, (1.0 - eps) * base + eps / n_e, 0.0)
+        scores = np.empty((rows, cap))
+        arms = np.empty(rows, np.int64)
+        everyone = elig is None and bool(active.all())
+        for i in range(rows):
+            k0, k1 = int(keys_np[i, 0]), int(keys_np[i, 1])
+            rng = np.random.Generator(np.random.Philox(key=(k0 << 32) | k1))
+            draw = fam.host_sampler(cfg, traced, stats, 1, rng)[0]
+            scores[i] = draw
+            u = (k0 + k1 * 2.0**-32) * 2.0**-32  # the kernel's key_uniform
+            m = mask[0] if elig is None else mask[i]
+            if u < eps:
+                slots = np.flatnonzero(m)
+                arms[i] = slots[min(int(u / eps * slots.size), slots.size - 1)]
+            else:
+                arms[i] = int(np.argmax(draw if everyone else np.where(m, draw, -np.inf)))
+        return SelectOutput(arms, probs[np.arange(rows), arms], scores, probs)
+
+    def _host_stats(state: State) -> dict[str, np.ndarray]:
+        digest = _digest(state)
+        hit = const_memo.get(("stats", digest))
+        if hit is None:
+            hit = {k: np.asarray(v) for k, v in state.stats.items()}
+            const_memo[("stats", digest)] = hit
+        return hit
+
+    def _host_active(state: State) -> tuple[np.ndarray, bool]:
+        """The active mask on the host, memoized on the (immutable) mask array's identity."""
+        arr = state.meta.active
+        hit = const_memo.get(("active", id(arr)))
+        if hit is not None and hit[0]() is arr:
+            return hit[1], hit[2]
+        host = np.asarray(arr)
+        if len(const_memo) > 512:
+            const_memo.clear()
+        const_memo[("active", id(arr))] = (weakref.ref(arr), host, bool(host.any()))
+        return host, bool(host.any())
 
     def _ones(rows: int, cap: int) -> Any:
         key = ("ones", rows, cap)
@@ -362,11 +412,11 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         x = _contexts(state, contexts, rows)
         if x.shape[0] != rows:
             raise ValueError(f"contexts: {x.shape[0]} rows but {rows} keys")
-        active = np.asarray(state.meta.active)
+        active, any_active = _host_active(state)
         cap = active.shape[0]
         bucket = next_pow2(rows)
         if eligible is None:
-            if not active.any():
+            if not any_active:
                 raise ValueError("eligible: the experiment has no active arm")
             elig = None
             elig_dev = _ones(bucket, cap)
@@ -382,7 +432,10 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
             elig_dev = _pad_rows(elig, bucket, True)
         base = None
         if fam.host_mc:
-            base = _pad_rows(_host_base(state, elig, rows), bucket, 0.0)
+            probs_rows = _host_base(state, elig, rows)
+            if rows <= HOST_ROWS:
+                return _host_select(state, keys_np, elig, active, probs_rows, float(epsilon))
+            base = _pad_rows(probs_rows, bucket, 0.0)
         out = k_select(
             h,
             state,
@@ -435,16 +488,23 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
             # per-arm features: the played arm's feature vector is what was observed
             x = x[np.arange(rows), a]
         bucket = next_pow2(rows)
-        fn = k_update_donate if donate else k_update
+        name = "update_donate" if donate else "update"
+        if refresh_every and (int(state.meta.version) + 1) % refresh_every == 0:
+            # A periodic full refactorization bounds the drift of incremental cache updates; the
+            # host decides (a traced lax.cond would copy the cache through both branches).
+            name = name.replace("update", "update_full")
+        fn = k_update_donate if name == "update_donate" else _jitted(fam, cfg_items, name)
+        # numpy arguments go to the jitted call as they are: its C++ path transfers them far
+        # faster than one jnp.asarray each (~35 us apiece here).
         return fn(
             h,
             state,
-            jnp.asarray(_pad_rows(x, bucket)),
-            jnp.asarray(_pad_rows(a, bucket)),
-            jnp.asarray(_pad_rows(r, bucket)),
-            jnp.asarray(_pad_rows(w, bucket, 0.0)),
-            jnp.asarray(_pad_rows(p, bucket, 1.0)),
-            jnp.asarray(_pad_rows(_times(t, rows), bucket)),
+            _pad_rows(x, bucket),
+            _pad_rows(a, bucket),
+            _pad_rows(r, bucket),
+            _pad_rows(w, bucket, 0.0),
+            _pad_rows(p, bucket, 1.0),
+            _pad_rows(_times(t, rows), bucket),
         )
 
     kernels = Kernels(

@@ -44,13 +44,13 @@ class Family:
     refresh_incremental: Callable[..., dict] | None = None
     # (cfg, h, state, ctx, arms, rewards, w, propensity, t) -> stats; must equal stats + delta
     accumulate: Callable[..., dict] | None = None
-    scores: Callable[..., Any] | None = None  # (cfg, h, state, ctx, keys, mask, t) -> [B, N]
-    dist: Callable[..., Any] | None = None  # (cfg, h, state, ctx, mask, t) -> (base probs, scores)
-    sample_probs: Callable[..., Any] | None = None  # (cfg, h, state, ctx, mask, t) -> base probs
+    scores: Any = None  # Callable[..., Any] | None; Any keeps call sites free of casts  # (cfg, h, state, ctx, keys, mask, t) -> [B, N]
+    dist: Any = None  # Callable[..., Any] | None; Any keeps call sites free of casts  # (cfg, h, state, ctx, mask, t) -> (base probs, scores)
+    sample_probs: Any = None  # Callable[..., Any] | None; Any keeps call sites free of casts  # (cfg, h, state, ctx, mask, t) -> base probs
     # Sampled families without an in-kernel rule: numpy draws of every arm's score,
     # (cfg, h_numpy, stats_numpy, draws, rng) -> [draws, N]; Monte Carlo'd on the host once per
     # (stats, eligible set) because numpy's gamma/beta samplers are ~50x faster than XLA's here.
-    host_sampler: Callable[..., Any] | None = None
+    host_sampler: Any = None  # Callable[..., Any] | None; Any keeps call sites free of casts
     ranked: bool = False
     merge: str = "sum"  # how two replicas' stats combine
     reward_kinds: tuple[str, ...] = REWARD_KINDS

@@ -2,8 +2,8 @@
 
 Stats are ``G = sum w x x^T`` and ``b = sum w r x`` (plus counts); ``A = lam*I + G`` is formed at
 read time, so deltas from any replica merge by ``+``. The cache holds ``theta = A^-1 b`` and
-``A^-1`` packed as its upper triangle with doubled off-diagonals (``qf``), so ``x^T A^-1 x`` is one
-``pack(x x^T) @ qf`` product: half the flops and bytes of the dense form, the same for one context
+``A^-1`` packed as its upper triangle with doubled off-diagonals (``qf``, a row per arm), so
+``x^T A^-1 x`` is one ``qf @ pack(x x^T)`` product: half the flops and bytes of the dense form, the same for one context
 or a thousand.
 """
 
@@ -28,9 +28,16 @@ def _triu(d: int):
 
 
 def pack_outer(x):
-    """[..., d] -> [..., d(d+1)/2]: the upper triangle of x x^T."""
-    i, j, _ = _triu(x.shape[-1])
-    return x[..., i] * x[..., j]
+    """[..., d] -> [..., d(d+1)/2]: the upper triangle of x x^T, row by row (triu order).
+
+    For many rows it is built from d static slices, which XLA fuses into the consumer (a batch
+    of 1,000 selects twice as fast); for a few rows the gather is the cheaper program.
+    """
+    d = x.shape[-1]
+    if x.size // d <= 16:
+        i, j, _ = _triu(d)
+        return x[..., i] * x[..., j]
+    return jnp.concatenate([x[..., i : i + 1] * x[..., i:] for i in range(d)], axis=-1)
 
 
 def _pack_sym(m):
@@ -61,7 +68,9 @@ def _serving(cfg, theta, Ainv, L):
     dt = jnp.dtype(cfg["serving_dtype"])
     if cfg["shared"]:
         return {"theta": theta.astype(dt), "Ainv": Ainv.astype(dt), "L": L}
-    return {"thetaT": theta.T.astype(dt), "qf": _pack_sym(Ainv).T.astype(dt), "Ainv": Ainv}
+    # Rows per arm: a single context's variance is then one contiguous [N, P] @ [P] product
+    # (~25% faster than [P] @ [P, N] here) and an update rewrites one contiguous row.
+    return {"theta": theta.astype(dt), "qf": _pack_sym(Ainv).astype(dt), "Ainv": Ainv}
 
 
 def _refresh(cfg, h, stats):
@@ -77,8 +86,8 @@ def _incremental(cfg, h, state, stats, x, arms, w):
 
     Each row is a Sherman-Morrison step on its arm's A^-1, then that arm's theta and packed
     column are rewritten in place (the scan carry is updated with dynamic slices, so only the
-    touched arm is read or written). Every ``refresh_every`` versions the cache is recomputed
-    from the stats instead, which bounds float drift; so are batches above SCAN_MAX_ROWS.
+    touched arm is read or written). Batches above SCAN_MAX_ROWS refactorize instead; the
+    builder also refactorizes every ``refresh_every`` versions, which bounds float drift.
     """
     if cfg["shared"] or x.shape[0] > SCAN_MAX_ROWS:
         return _refresh(cfg, h, stats)
@@ -87,27 +96,20 @@ def _incremental(cfg, h, state, stats, x, arms, w):
     b = stats["b"]
 
     def row(carry, inp):
-        Ainv, qf, thetaT = carry
+        Ainv, qf, theta = carry
         xr, a, wr = inp
         u = xr * jnp.sqrt(jnp.maximum(wr, 0.0))
         A_a = Ainv[a]
         Au = A_a @ u
         A_a = A_a - jnp.outer(Au, Au) / (1.0 + u @ Au)
         Ainv = Ainv.at[a].set(A_a)
-        qf = qf.at[:, a].set((A_a[iu, ju] * scale).astype(dt))
-        thetaT = thetaT.at[:, a].set((A_a @ b[a]).astype(dt))
-        return (Ainv, qf, thetaT), None
+        qf = qf.at[a].set((A_a[iu, ju] * scale).astype(dt))
+        theta = theta.at[a].set((A_a @ b[a]).astype(dt))
+        return (Ainv, qf, theta), None
 
-    def sherman_morrison(_):
-        c = state.cache
-        (Ainv, qf, thetaT), _ = jax.lax.scan(row, (c["Ainv"], c["qf"], c["thetaT"]), (x, arms, w))
-        return {"thetaT": thetaT, "qf": qf, "Ainv": Ainv}
-
-    def full(_):
-        return _refresh(cfg, h, stats)
-
-    due = (state.meta.version + 1) % cfg["refresh_every"] == 0
-    return jax.lax.cond(due, full, sherman_morrison, None)
+    c = state.cache
+    (Ainv, qf, theta), _ = jax.lax.scan(row, (c["Ainv"], c["qf"], c["theta"]), (x, arms, w))
+    return {"theta": theta, "qf": qf, "Ainv": Ainv}
 
 
 def _delta(cfg, h, state, x, arms, r, w, prop, t):
@@ -148,11 +150,12 @@ def moments(cfg, state, ctx):
         mean = x @ c["theta"]
         var = jnp.einsum("bnd,de,bne->bn", x, c["Ainv"], x)
     elif x.ndim == 2:
-        mean = x @ c["thetaT"]
-        var = pack_outer(x) @ c["qf"]
+        # [N, P] @ [P, B]: the cache is the left operand, so XLA streams it without a transpose
+        mean = (c["theta"] @ x.T).T
+        var = (c["qf"] @ pack_outer(x).T).T
     else:
-        mean = jnp.einsum("bnd,dn->bn", x, c["thetaT"])
-        var = jnp.einsum("bnp,pn->bn", pack_outer(x), c["qf"])
+        mean = jnp.einsum("bnd,nd->bn", x, c["theta"])
+        var = jnp.einsum("bnp,np->bn", pack_outer(x), c["qf"])
     return mean, jnp.maximum(var, 0.0)
 
 
@@ -214,12 +217,28 @@ def _shared_mc_probs(cfg, h, state, ctx, mask):
     z = jax.random.normal(jax.random.PRNGKey(7), (draws, theta.shape[0]))
     thetas = theta + h["alpha"] * jax.scipy.linalg.solve_triangular(L.T, z.T, lower=False).T
 
-    def row(x, msk):
-        s = thetas @ x.astype(L.dtype).T
-        # tied draws share the win, matching the sampler's uniform tie-break
-        return tie_probs(s, msk[None, :]).sum(0) / draws
+    x = ctx.astype(L.dtype)
 
-    return jax.vmap(row)(ctx, mask)
+    def row(x, msk):
+        s = jnp.where(msk[None, :], thetas @ x.T, -jnp.inf)
+        win = jnp.argmax(s, axis=-1)
+        return jnp.bincount(win, length=msk.shape[0]) / draws
+
+    def row_ties(x, msk):
+        # tied draws share the win, matching the sampler's uniform tie-break
+        return tie_probs(thetas @ x.T, msk[None, :]).sum(0) / draws
+
+    # A tie has positive probability only if alpha = 0 or two eligible arms carry identical
+    # features (A is positive definite); a random projection spots those, and only then is the
+    # ~2x dearer tie-aware count paid for.
+    proj = jnp.where(mask, x @ jax.random.normal(jax.random.PRNGKey(8), (x.shape[-1],)), jnp.inf)
+    srt = jnp.sort(proj, axis=-1)
+    dup = jnp.any((srt[:, 1:] == srt[:, :-1]) & jnp.isfinite(srt[:, 1:]))
+    return jax.lax.cond(
+        (h["alpha"] == 0) | dup,
+        lambda: jax.vmap(row_ties)(x, mask),
+        lambda: jax.vmap(row)(x, mask),
+    )
 
 
 def _check_dtype(x) -> bool:
