@@ -10,7 +10,7 @@ and ``jax.vmap``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, dataclass_transform, runtime_checkable
 
 import jax
 
@@ -21,6 +21,7 @@ Array = Any
 T = TypeVar("T")
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
 def env_dataclass(cls: type[T]) -> type[T]:
     """Frozen dataclass + pytree node; fields marked ``static()`` become compile-time metadata."""
     return jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(cls))

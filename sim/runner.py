@@ -55,7 +55,7 @@ class _Agent:
     """Static description of the chooser; hashable, so it keys the compiled program."""
 
     choose: Callable | None  # policy kernels.choose, or None for uniform random
-    select: Callable | None
+    select: Any  # kernels.select, or None for uniform random
     update: Callable | None
     context: str  # "none" (non-contextual policy), "shared" ([1, d]) or "per_arm" ([1, N, d])
     mc_free: bool  # sampled family whose propensity is not needed: skip computing it
