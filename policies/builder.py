@@ -20,6 +20,7 @@ from .base import (
     State,
     capacity_for,
     key_uniform,
+    key_uniform_host,
     mix_epsilon,
     next_pow2,
     sample_from,
@@ -92,8 +93,9 @@ def _select_packed(fam: Family, cfg, *args):
     arms, propensity, scores, probs = _select_core(fam, cfg, *args)
     f = jnp.float64
     return jnp.concatenate(
-        [arms[:, None].astype(f), propensity[:, None].astype(f), scores.astype(f),
-         probs.astype(f)], axis=1)
+        [arms[:, None].astype(f), propensity[:, None].astype(f), scores.astype(f), probs.astype(f)],
+        axis=1,
+    )
 
 
 def _apply(fam: Family, cfg, h, state: State, delta) -> State:
@@ -146,7 +148,9 @@ def _jitted(fam: Family, cfg_items: tuple, name: str):
     elif name == "delta":
         f = jax.jit(counted(partial(fam.delta, cfg)))
     elif name in ("apply", "apply_donate"):
-        f = jax.jit(counted(partial(_apply, fam, cfg)), donate_argnums=(1,) if "donate" in name else ())
+        f = jax.jit(
+            counted(partial(_apply, fam, cfg)), donate_argnums=(1,) if "donate" in name else ()
+        )
     elif name in ("update", "update_donate", "update_full", "update_full_donate"):
         incremental = fam.refresh_incremental is not None and "full" not in name
 
@@ -228,9 +232,7 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         if fam.contextual and (dim is None or int(dim) < 1):
             raise ValueError(f"dim: family {fam.name!r} is contextual and needs dim >= 1")
         cap = capacity_for(int(n_arms))
-        stats = {
-            k: jnp.asarray(v) for k, v in fam.init_stats(cfg, cap, int(dim or 0)).items()
-        }
+        stats = {k: jnp.asarray(v) for k, v in fam.init_stats(cfg, cap, int(dim or 0)).items()}
         meta = Meta(
             active=jnp.asarray(np.arange(cap) < int(n_arms)),
             n_arms=jnp.asarray(int(n_arms), jnp.int64),
@@ -278,8 +280,9 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         active[idx] = False
         return state._replace(meta=state.meta._replace(active=jnp.asarray(active)))
 
-    def _contexts(state: State, contexts: Any, rows: int | None,
-                  played: bool = False) -> np.ndarray:
+    def _contexts(
+        state: State, contexts: Any, rows: int | None, played: bool = False
+    ) -> np.ndarray:
         """Validated float64 contexts; ``played``: update rows may be the played arm's [B, d]."""
         if not fam.contextual:
             n = rows if rows is not None else (0 if contexts is None else len(contexts))
@@ -334,8 +337,14 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
             out[i] = _mc_row(state, digest, m.tobytes())
         return out
 
-    def _host_select(state: State, keys_np: np.ndarray, elig: np.ndarray | None,
-                     active: np.ndarray, base: np.ndarray, eps: float) -> SelectOutput:
+    def _host_select(
+        state: State,
+        keys_np: np.ndarray,
+        elig: np.ndarray | None,
+        active: np.ndarray,
+        base: np.ndarray,
+        eps: float,
+    ) -> SelectOutput:
         """Thompson draws with numpy for a few rows of a small non-contextual family.
 
         Same distribution as the jitted kernel (an argmax of one posterior draw, or uniform with
@@ -355,7 +364,7 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
             rng = np.random.Generator(np.random.Philox(key=(k0 << 32) | k1))
             draw = fam.host_sampler(cfg, traced, stats, 1, rng)[0]
             scores[i] = draw
-            u = (k0 + k1 * 2.0**-32) * 2.0**-32  # the kernel's key_uniform
+            u = key_uniform_host(k0, k1)
             m = mask[0] if elig is None else mask[i]
             if u < eps:
                 slots = np.flatnonzero(m)
@@ -448,8 +457,9 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         )
         packed = np.asarray(out)[:rows]
         n = (packed.shape[1] - 2) // 2
-        return SelectOutput(packed[:, 0].astype(np.int64), packed[:, 1], packed[:, 2 : 2 + n],
-                            packed[:, 2 + n :])
+        return SelectOutput(
+            packed[:, 0].astype(np.int64), packed[:, 1], packed[:, 2 : 2 + n], packed[:, 2 + n :]
+        )
 
     def update(
         state: State,

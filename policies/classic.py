@@ -69,8 +69,13 @@ EPSILON_GREEDY = Family(
     kind="dist",
     contextual=False,
     hypers={
-        "epsilon": Hyper(0.1, "exploration rate (MABWiser default 0.1)", check=unit_interval,
-                         rule="in [0, 1]", identity=False),
+        "epsilon": Hyper(
+            0.1,
+            "exploration rate (MABWiser default 0.1)",
+            check=unit_interval,
+            rule="in [0, 1]",
+            identity=False,
+        ),
     },
     init_stats=_zeros(("n", "s")),
     delta=_count_sum_delta,
@@ -115,10 +120,15 @@ EXP3 = Family(
     needs_propensity=True,
     reward_kinds=("binary", "bounded"),
     hypers={
-        "alpha": Hyper(None, "exploration mix gamma; None = theory value from horizon",
-                       check=lambda x: x is None or 0.0 < float(x) <= 1.0, rule="in (0, 1] or null"),
-        "horizon": Hyper(10000.0, "total-reward bound g for the automatic gamma",
-                         check=positive, rule="> 0"),
+        "alpha": Hyper(
+            None,
+            "exploration mix gamma; None = theory value from horizon",
+            check=lambda x: x is None or 0.0 < float(x) <= 1.0,
+            rule="in (0, 1] or null",
+        ),
+        "horizon": Hyper(
+            10000.0, "total-reward bound g for the automatic gamma", check=positive, rule="> 0"
+        ),
         "auto_alpha": Hyper(True, "derived: alpha is None", static=True, identity=False),
     },
     init_stats=_zeros(("logw",)),

@@ -38,15 +38,18 @@ class Family:
     contextual: bool
     hypers: Mapping[str, Hyper]
     init_stats: Callable[..., dict]  # (cfg, capacity, dim) -> numpy zeros
-    delta: Callable[..., dict]  # (cfg, h, state, ctx, arms, rewards, w, propensity, t) -> stats delta
+    delta: Callable[
+        ..., dict
+    ]  # (cfg, h, state, ctx, arms, rewards, w, propensity, t) -> stats delta
     refresh: Callable[..., dict]  # (cfg, h, stats) -> cache
     # (cfg, h, old_state, new_stats, ctx, arms, weights) -> cache; cheaper than refresh after rows
     refresh_incremental: Callable[..., dict] | None = None
     # (cfg, h, state, ctx, arms, rewards, w, propensity, t) -> stats; must equal stats + delta
     accumulate: Callable[..., dict] | None = None
-    scores: Any = None  # Callable[..., Any] | None; Any keeps call sites free of casts  # (cfg, h, state, ctx, keys, mask, t) -> [B, N]
-    dist: Any = None  # Callable[..., Any] | None; Any keeps call sites free of casts  # (cfg, h, state, ctx, mask, t) -> (base probs, scores)
-    sample_probs: Any = None  # Callable[..., Any] | None; Any keeps call sites free of casts  # (cfg, h, state, ctx, mask, t) -> base probs
+    # The optional kernels are typed Any (callable or None) so call sites need no casts.
+    scores: Any = None  # (cfg, h, state, ctx, keys, mask, t) -> [B, N]
+    dist: Any = None  # (cfg, h, state, ctx, mask, t) -> (base probs, scores)
+    sample_probs: Any = None  # (cfg, h, state, ctx, mask, t) -> base probs
     # Sampled families without an in-kernel rule: numpy draws of every arm's score,
     # (cfg, h_numpy, stats_numpy, draws, rng) -> [draws, N]; Monte Carlo'd on the host once per
     # (stats, eligible set) because numpy's gamma/beta samplers are ~50x faster than XLA's here.

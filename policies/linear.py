@@ -3,8 +3,8 @@
 Stats are ``G = sum w x x^T`` and ``b = sum w r x`` (plus counts); ``A = lam*I + G`` is formed at
 read time, so deltas from any replica merge by ``+``. The cache holds ``theta = A^-1 b`` and
 ``A^-1`` packed as its upper triangle with doubled off-diagonals (``qf``, a row per arm), so
-``x^T A^-1 x`` is one ``qf @ pack(x x^T)`` product: half the flops and bytes of the dense form, the same for one context
-or a thousand.
+``x^T A^-1 x`` is one ``qf @ pack(x x^T)`` product: half the flops and bytes of the dense form,
+the same for one context or a thousand.
 """
 
 from __future__ import annotations
@@ -247,14 +247,26 @@ def _check_dtype(x) -> bool:
 
 _COMMON = {
     "lam": Hyper(1.0, "ridge lambda (A = lam*I + sum x x^T)", check=positive, rule="> 0"),
-    "shared": Hyper(False, "one shared parameter over per-arm features [B, N, d] (else disjoint)",
-                    static=True),
-    "refresh_every": Hyper(64, "versions between full refactorizations of the cache (bounds the "
-                           "drift of incremental Sherman-Morrison updates)", static=True,
-                           check=positive_int, rule="integer >= 1", identity=False),
-    "serving_dtype": Hyper("float64", "dtype of the serving cache and select arithmetic; stats "
-                           "stay float64", static=True, check=_check_dtype,
-                           rule="'float64' or 'float32'", identity=False),
+    "shared": Hyper(
+        False, "one shared parameter over per-arm features [B, N, d] (else disjoint)", static=True
+    ),
+    "refresh_every": Hyper(
+        64,
+        "versions between full refactorizations of the cache (bounds the "
+        "drift of incremental Sherman-Morrison updates)",
+        static=True,
+        check=positive_int,
+        rule="integer >= 1",
+        identity=False,
+    ),
+    "serving_dtype": Hyper(
+        "float64",
+        "dtype of the serving cache and select arithmetic; stats stay float64",
+        static=True,
+        check=_check_dtype,
+        rule="'float64' or 'float32'",
+        identity=False,
+    ),
 }
 
 
@@ -289,8 +301,14 @@ LIN_TS = Family(
     hypers={
         "alpha": Hyper(1.0, "posterior scale v", check=non_negative, rule=">= 0"),
         **_COMMON,
-        "mc_draws": Hyper(4096, "draws for shared-model choice probabilities", static=True,
-                          check=positive_int, rule="integer >= 1", identity=False),
+        "mc_draws": Hyper(
+            4096,
+            "draws for shared-model choice probabilities",
+            static=True,
+            check=positive_int,
+            rule="integer >= 1",
+            identity=False,
+        ),
     },
     init_stats=_zeros_init,
     delta=_delta,

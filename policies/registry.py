@@ -46,8 +46,12 @@ def resolve(name: str, hyper: Mapping[str, Any]) -> dict[str, Any]:
     for k, v in fam.hypers.items():
         # JSON and protobuf Struct carry every number as a float; integer settings stay integers.
         val = params[k]
-        if (isinstance(v.default, int) and not isinstance(v.default, bool)
-                and isinstance(val, float) and val.is_integer()):
+        if (
+            isinstance(v.default, int)
+            and not isinstance(v.default, bool)
+            and isinstance(val, float)
+            and val.is_integer()
+        ):
             params[k] = int(val)
     for k, v in fam.hypers.items():
         if k in derived:

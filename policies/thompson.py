@@ -157,7 +157,9 @@ NIG_TS = Family(
     contextual=False,
     hypers={
         "mu0": Hyper(0.0, "prior mean mu_0", check=lambda x: np.isfinite(float(x)), rule="finite"),
-        "lam": Hyper(1.0, "prior strength kappa_0 (pseudo-observations)", check=positive, rule="> 0"),
+        "lam": Hyper(
+            1.0, "prior strength kappa_0 (pseudo-observations)", check=positive, rule="> 0"
+        ),
         "prior_a": Hyper(1.0, "inverse-gamma shape a_0", check=positive, rule="> 0"),
         "prior_b": Hyper(1.0, "inverse-gamma scale b_0", check=positive, rule="> 0"),
         "center": Hyper(
@@ -173,4 +175,3 @@ NIG_TS = Family(
     scores=_nig_scores,
     host_sampler=_nig_host,
 )
-

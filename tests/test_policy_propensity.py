@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 from banditd.policies import MC_DRAWS, TRACES, derive_keys, families, make
+from banditd.policies.builder import HOST_ROWS
 from scipy import integrate
 from scipy import stats as sps
 from scipy.special import betaln
@@ -83,13 +84,16 @@ def test_epsilon_is_runtime_no_recompile(name):
     pol = make(name)
     contextual = families()[name]["contextual"]
     st = pol.init(3, dim=2 if contextual else None)
-    ctx = np.ones((5, 2)) if contextual else None
-    pol.select(st, ctx, keys(5, "eps"), epsilon=0.0)
+    # More rows than the host fast path takes (small Thompson selects skip XLA), so every
+    # family's jitted select runs here.
+    rows = HOST_ROWS + 1
+    ctx = np.ones((rows, 2)) if contextual else None
+    pol.select(st, ctx, keys(rows, "eps"), epsilon=0.0)
     n0 = select_traces(name)
     assert n0 >= 1  # the counter does see this family's select path
-    base = pol.select(st, ctx, keys(5, "eps"), epsilon=0.0).probs
+    base = pol.select(st, ctx, keys(rows, "eps"), epsilon=0.0).probs
     for eps in (0.01, 0.2, 0.5, 1.0):
-        out = pol.select(st, ctx, keys(5, "eps"), epsilon=eps)
+        out = pol.select(st, ctx, keys(rows, "eps"), epsilon=eps)
         # every family, deterministic or sampled, mixes its base distribution the same way
         np.testing.assert_allclose(out.probs[:, :3], (1 - eps) * base[:, :3] + eps / 3, atol=1e-12)
     assert select_traces(name) == n0
