@@ -1,4 +1,4 @@
-"""Non-contextual Thompson sampling: Beta-Bernoulli, Gaussian (known variance), Normal-Inverse-Gamma.
+"""Non-contextual Thompson sampling: Beta-Bernoulli, Gaussian (known variance), NIG.
 
 algorithms.md §1.1-1.3. Stats are per-arm sums; priors are added at read time so replicas'
 deltas merge by ``+``. Choice probabilities have no closed form for N > 2: the builder estimates

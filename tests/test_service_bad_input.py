@@ -8,11 +8,10 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
-from server_proc import ServerProcess
-
 from banditd.v1 import bandit_pb2 as pb
 from banditd.v1 import bandit_pb2_grpc as pb_grpc
+from google.protobuf import struct_pb2
+from server_proc import ServerProcess
 
 Code = grpc.StatusCode
 NS = "bad"

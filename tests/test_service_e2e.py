@@ -11,11 +11,9 @@ import pathlib
 
 import numpy as np
 import pytest
-
 from banditd import sim
 from banditd.clients import Client, Reward
 from banditd.store.sql import SqlEventLog
-
 from server_proc import ServerProcess
 
 ROUNDS = 2000

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from server_proc import ServerProcess
-
 from banditd.clients import Client, Observation, Reward
 from banditd.clients.errors import BanditdError
+from server_proc import ServerProcess
 
 
 @pytest.fixture(scope="module")
