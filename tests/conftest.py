@@ -1,4 +1,4 @@
-"""Test-wide setup: one BLAS thread (two are ~20x slower here) and a persistent JAX cache.
+"""Test-wide setup: one BLAS thread (two are ~20x slower here) and a persistent JAX cache."""
 
 import os
 import pathlib
