@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
+from banditd.store import rows
 from banditd.store.signal import FeedbackSignal
 
+from . import faults
 from .registry import Registry, apply_batch
 from .runtime import Runtime
 
@@ -28,12 +31,17 @@ class Learner:
         batch: int,
         checkpoint_every: int,
         sweep_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
         self.signal = signal
         self.batch = batch
         self.checkpoint_every = checkpoint_every
         self.sweep_s = sweep_s
+        self.clock = clock
+        # Per experiment: deadlines up to here have had their defaults. Starts at 0, so windows
+        # that closed while the server was down get theirs at the first scan.
+        self.default_cursor: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="learner", daemon=True)
         self.errors = 0
@@ -47,22 +55,57 @@ class Learner:
         self._thread.join(timeout=30)
 
     def drain(self, rt: Runtime) -> int:
-        """Apply every pending batch of ``rt`` now; returns how many batches were applied."""
+        """Write due defaults, then apply every ready batch of ``rt``; returns the batches."""
+        self.defaults(rt)
         n = 0
         while self.step(rt):
             n += 1
         return n
 
+    def defaults(self, rt: Runtime, limit: int = 4096) -> int:
+        """Write the default reward of every window that closed without a reward; returns how
+        many. A default is a feedback row of a winning kind, so if a reward commits first the
+        default is stored as a duplicate: exactly one of them counts."""
+        reward = rt.config["reward"]
+        if reward["default_reward"] is None or reward["wait_window_s"] <= 0:
+            return 0
+        log_ = self.registry.log
+        with rt.lock:  # one scan at a time, so two scans never both default the same window
+            now = self.clock()
+            after = self.default_cursor.get(rt.exp.id, 0.0)
+            expired = log_.expired_decisions(rt.exp.id, now=now, after=after, limit=limit)
+            if expired:
+                log_.insert_feedback(
+                    [
+                        rows.Feedback(
+                            experiment_id=rt.exp.id,
+                            kind="default",
+                            reward=float(reward["default_reward"]),
+                            event_id=d.event_id,
+                        )
+                        for d in expired
+                    ]
+                )
+            if len(expired) < limit:
+                # Lag the cursor by a margin: a decision can be committed a little after its
+                # window's end when windows are shorter than the writer's flush.
+                self.default_cursor[rt.exp.id] = max(after, now - 60.0)
+            return len(expired)
+
     def step(self, rt: Runtime) -> bool:
-        """Apply at most one batch; False when nothing was pending."""
+        """Apply at most one batch; False when nothing was ready."""
         log_ = self.registry.log
         with rt.lock:
-            pending = log_.pending_feedback(rt.exp.id, self.batch)
+            ready_at = None
+            if rt.config["reward"]["apply_mode"] == "at_window_close":
+                ready_at = self.clock()
+            pending = log_.pending_feedback(rt.exp.id, self.batch, ready_at=ready_at)
             if not pending:
                 return False
             v = int(rt.state.meta.version)
             new = apply_batch(rt, rt.state, pending)
             seqs = [p.feedback.seq for p in pending if p.feedback.seq is not None]
+            faults.hit("after_commit_before_apply")
             log_.mark_applied(
                 rt.exp.id,
                 seqs,
@@ -73,6 +116,7 @@ class Learner:
             rt.state = new
             rt.watermark = max(rt.watermark, *seqs)
             if (v + 1) % self.checkpoint_every == 0:
+                faults.hit("after_apply_before_checkpoint")
                 self.registry.checkpoint(rt)
         return True
 
@@ -86,6 +130,13 @@ class Learner:
                 last_sweep = now
             else:
                 targets = [rt for i in woken if (rt := self.registry.by_id(i)) is not None]
+            for rt in self.registry.all():
+                try:
+                    if self.defaults(rt) and rt not in targets:
+                        targets.append(rt)
+                except Exception:  # noqa: BLE001 - retried at the next pass
+                    self.errors += 1
+                    log.exception("learner: default rewards of %s failed", rt.key)
             for rt in targets:
                 try:
                     while not self._stop.is_set() and self.step(rt):

@@ -20,6 +20,7 @@ from banditd.store import rows, serialize
 from banditd.store.eventlog import EventLog
 from banditd.store.packing import unpack_f64, unpack_i32
 
+from . import faults
 from .runtime import Runtime
 
 log = logging.getLogger("banditd.registry")
@@ -169,6 +170,7 @@ class Registry:
 
     def checkpoint(self, rt: Runtime) -> None:
         st = rt.state
+        faults.hit("mid_checkpoint")
         blob = serialize.dumps(
             st._replace(cache={}),
             family=rt.config["family"],

@@ -11,6 +11,8 @@ import os
 import pathlib
 import signal
 import threading
+import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,7 @@ from grpc_reflection.v1alpha import reflection  # noqa: E402
 
 from .config import ServerConfig  # noqa: E402
 from .learner import Learner  # noqa: E402
+from .orphans import CrashWindows  # noqa: E402
 from .registry import Registry  # noqa: E402
 from .servicer import Servicer  # noqa: E402
 from .writer import GroupCommitter  # noqa: E402
@@ -64,8 +67,11 @@ class Running:
             c()
 
 
-def start(config: ServerConfig) -> Running:
-    """Start serving in background threads; returns once health reports SERVING."""
+def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Running:
+    """Start serving in background threads; returns once health reports SERVING.
+
+    ``clock`` is the server's notion of time (decision times, wait windows, commit times):
+    tests pass a fake one so windows need no real sleeps."""
     config = config.resolved()
     pathlib.Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     _jax_setup(config)
@@ -74,13 +80,20 @@ def start(config: ServerConfig) -> Running:
     if not migrate.is_current(config.database_url):
         log.info("migrating %s", config.database_url)
         migrate.upgrade(config.database_url)
-    event_log = SqlEventLog.from_url(config.database_url)
+    event_log = SqlEventLog.from_url(config.database_url, clock=clock)
+    crash = CrashWindows(config.data_dir)
+    if crash.started(event_log.last_decision_time(), clock()):
+        log.warning("recovering from an unclean stop")
     registry = Registry(event_log)
     n = registry.load_all()
     log.info("loaded %d experiments", n)
     sig = LocalSignal()
     learner = Learner(
-        registry, sig, batch=config.learner_batch, checkpoint_every=config.checkpoint_every
+        registry,
+        sig,
+        batch=config.learner_batch,
+        checkpoint_every=config.checkpoint_every,
+        clock=clock,
     )
 
     def commit_decisions(rows: list[Decision]) -> list[bool]:
@@ -93,7 +106,9 @@ def start(config: ServerConfig) -> Running:
     feedback: GroupCommitter[Feedback, Any] = GroupCommitter(
         "feedback-writer", event_log.insert_feedback, max_wait_s=config.writer_flush_ms / 1000
     )
-    servicer = Servicer(config, registry, learner, decisions, feedback, sig.notify)
+    servicer = Servicer(
+        config, registry, learner, decisions, feedback, sig.notify, clock=clock, orphans=crash
+    )
     for rt in registry.all():  # compile now, before SERVING
         servicer._warm(rt.config, rt.policy, len(rt.arms))
     server = grpc.server(
@@ -132,6 +147,7 @@ def start(config: ServerConfig) -> Running:
             except Exception:  # noqa: BLE001 - recovery replays it at the next start
                 log.exception("final apply of %s failed", rt.key)
         event_log.close()
+        crash.stopped()
 
     return Running(server, port, servicer, learner, hs, [close_all])
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 from banditd import policies
+from banditd.clients.ids import new_event_id
 from banditd.store import errors as store_errors
 from banditd.store import rows
 from banditd.store.packing import pack_f64, pack_i32
@@ -28,6 +29,7 @@ from . import spec
 from .config import ServerConfig
 from .errors import ServiceError, invalid, not_found, precondition, unimplemented
 from .learner import Learner
+from .orphans import CrashWindows
 from .registry import Registry, fresh_state, sync_arms
 from .runtime import Runtime, unit_hash
 from .stats import experiment_stats
@@ -77,7 +79,12 @@ class Servicer(pb_grpc.BanditServiceServicer):
         decisions: GroupCommitter[rows.Decision, bool],
         feedback: GroupCommitter[rows.Feedback, rows.Committed],
         notify: Callable[[int], None],
+        *,
+        clock: Callable[[], float] = time.time,
+        orphans: CrashWindows | None = None,
     ) -> None:
+        self.clock = clock
+        self.orphans = orphans
         self.config = config
         self.registry = registry
         self.log = registry.log
@@ -351,7 +358,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
         seen: dict[str, int] = {}
         ctx_vals, ctx_idx, dense_rows, arm_over, elig_rows = [], [], [], [], []
         for i, item in enumerate(request.items):
-            eid = item.event_id or str(uuid.uuid4())
+            eid = item.event_id or new_event_id()
             if len(eid) > 128:
                 raise invalid(f"items[{i}].event_id", "is longer than 128 characters")
             if eid in seen:
@@ -398,7 +405,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
         # Validation is complete: nothing below rejects the request.
         replay = self._recorded(rt, event_ids)
         todo = [i for i in range(n) if event_ids[i] not in replay]
-        now = time.time()
+        now = self.clock()
         decided: dict[int, rows.Decision] = {}
         if todo:
             decided = self._decide(
@@ -544,7 +551,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
         self, rt: Runtime, request: pb.UpdateRequest, prefix: str = ""
     ) -> list[rows.Feedback]:
         cfg = rt.config
-        kind = cfg["reward"]["kind"]
+        reward_kind = cfg["reward"]["kind"]
         fam = policies.get(cfg["family"])
         n = len(request.rewards) + len(request.observations)
         if n == 0:
@@ -559,7 +566,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
             f = f"{prefix}rewards[{i}]"
             if not r.event_id:
                 raise invalid(f"{f}.event_id", "is required")
-            spec.check_reward(f"{f}.value", r.value, kind)
+            spec.check_reward(f"{f}.value", r.value, reward_kind)
             if r.slot_values:
                 raise unimplemented(f"{f}.slot_values", "per-slot rewards need a slate family")
             for key, val in r.metrics.items():
@@ -568,19 +575,21 @@ class Servicer(pb_grpc.BanditServiceServicer):
             ids.append(r.event_id)
         decisions = self._await_decisions(rt, ids)
         out: list[rows.Feedback] = []
-        now = time.time()
-        window = cfg["reward"]["wait_window_s"]
         for i, r in enumerate(request.rewards):
             d = decisions.get(r.event_id)
+            kind: rows.FeedbackKind = "reward"
             if d is None:
-                raise not_found(
-                    f"{prefix}rewards[{i}].event_id", f"no decision {r.event_id!r} in {rt.key}"
-                )
-            late = window > 0 and not d.deferred and now > d.created_at + window
+                if self.orphans is None or not self.orphans.is_orphan(r.event_id):
+                    raise not_found(
+                        f"{prefix}rewards[{i}].event_id", f"no decision {r.event_id!r} in {rt.key}"
+                    )
+                kind = "orphan"  # issued, but its decision row was lost in a crash
             out.append(
                 rows.Feedback(
                     experiment_id=rt.exp.id,
-                    kind="late" if late else "reward",
+                    kind=kind,
+                    # late is judged by the store at the commit, against the window's end
+                    deadline=None if d is None else d.deadline,
                     reward=r.value,
                     event_id=r.event_id,
                     metrics=dict(r.metrics) or None,
@@ -597,7 +606,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 raise invalid(f"{f}.arm_ids[0]", f"unknown arm {o.arm_ids[0]!r}")
             if len(o.rewards) != 1:
                 raise invalid(f"{f}.rewards", "expected exactly one reward")
-            spec.check_reward(f"{f}.rewards[0]", o.rewards[0], kind)
+            spec.check_reward(f"{f}.rewards[0]", o.rewards[0], reward_kind)
             prop = None
             if o.HasField("propensity"):
                 prop = spec.finite(f"{f}.propensity", o.propensity)
@@ -643,6 +652,10 @@ class Servicer(pb_grpc.BanditServiceServicer):
     def _commit(self, rt: Runtime, fb: list[rows.Feedback]) -> list[pb.FeedbackAck]:
         committed = self.feedback.submit(fb).result()
         self.notify(rt.exp.id)
+        return self._acks(fb, committed)
+
+    @staticmethod
+    def _acks(fb: list[rows.Feedback], committed: list[rows.Committed]) -> list[pb.FeedbackAck]:
         acks = []
         for row, c in zip(fb, committed, strict=True):
             acks.append(
@@ -664,15 +677,71 @@ class Servicer(pb_grpc.BanditServiceServicer):
         return pb.UpdateResponse(acks=self._commit(rt, fb))
 
     def StreamUpdates(self, request_iterator: Any, context: Any) -> Any:
-        context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "StreamUpdates: streaming feedback is not served yet; use Update",
-        )
+        """Pipelined: a reader thread validates and submits each message to the group commit
+        while earlier ones are still committing; acks go out in message order as commits land,
+        each with the highest client sequence committed so far."""
+        work: queue.Queue[Any] = queue.Queue(maxsize=256)  # bounds the uncommitted backlog
+        done = object()
+
+        def reader() -> None:
+            try:
+                for i, msg in enumerate(request_iterator):
+                    req = msg.update
+                    try:
+                        rt = self._runtime(req.namespace, req.name, "update.")
+                        fb = self._feedback_rows(rt, req, "update.")
+                        work.put((req, rt, fb, self.feedback.submit(fb)))
+                    except ServiceError as e:
+                        e.message = f"message {i}: {e.message}"
+                        work.put(e)
+                        return
+            except Exception as e:  # noqa: BLE001 - cancelled stream or a bug: end the stream
+                work.put(e)
+            finally:
+                work.put(done)
+
+        threading.Thread(target=reader, name="stream-reader", daemon=True).start()
+        highest = 0
+        while True:
+            item = work.get()
+            if item is done:
+                return
+            if isinstance(item, ServiceError):
+                context.abort(item.code, item.message)
+            if isinstance(item, Exception):
+                if context.is_active():
+                    log.error("StreamUpdates failed: %s", item)
+                    context.abort(grpc.StatusCode.INTERNAL, "internal error (logged by server)")
+                return
+            req, rt, fb, fut = item
+            try:
+                committed = fut.result()
+            except store_errors.Unavailable as e:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"database: {e}")
+            self.notify(rt.exp.id)
+            highest = max(highest, req.client_sequence)
+            yield pb.StreamUpdatesResponse(
+                committed_client_sequence=highest, acks=self._acks(fb, committed)
+            )
 
     @handler
     def Activate(self, request: pb.ActivateRequest, context: Any) -> pb.ActivateResponse:
-        self._runtime(request.namespace, request.name)
-        raise unimplemented("event_ids", "deferred activation is not served yet")
+        rt = self._runtime(request.namespace, request.name)
+        ids = list(request.event_ids)
+        if not ids:
+            raise invalid("event_ids", "at least one event id is required")
+        if len(ids) > self.config.max_items:
+            raise invalid(
+                "event_ids", f"{len(ids)} ids is above the limit of {self.config.max_items}"
+            )
+        found = self._await_decisions(rt, ids)
+        for i, e in enumerate(ids):
+            if e not in found:
+                raise not_found(f"event_ids[{i}]", f"no decision {e!r} in {rt.key}")
+        done = self.log.activate(
+            rt.exp.id, ids, now=self.clock(), window=rt.config["reward"]["wait_window_s"]
+        )
+        return pb.ActivateResponse(activated=len(done))
 
     # --- stats ---------------------------------------------------------------------------------
 

@@ -154,12 +154,16 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
     apply_mode = APPLY_MODES.get(e.reward.apply_mode) or (
         "at_window_close" if default is not None else "immediate"
     )
-    if apply_mode != "immediate":
-        raise precondition(
-            "experiment.reward.apply_mode", "at_window_close is not served yet; use immediate"
+    if apply_mode == "at_window_close" and window <= 0:
+        raise invalid(
+            "experiment.reward.wait_window",
+            "apply mode at_window_close needs a wait window > 0",
         )
-    if default is not None:
-        raise precondition("experiment.reward.default_reward", "default rewards are not served yet")
+    if default is not None and window <= 0:
+        raise invalid(
+            "experiment.reward.wait_window",
+            "a default reward is applied when the wait window closes; set a window > 0",
+        )
     eps = finite("experiment.epsilon", e.epsilon)
     if not 0.0 <= eps <= 1.0:
         raise invalid("experiment.epsilon", f"must be in [0, 1], got {eps}")

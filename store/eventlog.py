@@ -123,9 +123,31 @@ class EventLog(Protocol):
         """
         ...
 
-    def pending_feedback(self, experiment_id: int, limit: int) -> list[Pending]:
+    def pending_feedback(
+        self, experiment_id: int, limit: int, *, ready_at: float | None = None
+    ) -> list[Pending]:
         """Up to ``limit`` committed, unapplied rows of the applied kinds (reward, default,
-        observation) in seq order, each with its decision (None if none is logged)."""
+        observation) in seq order, each with its decision (None if none is logged). With
+        ``ready_at`` (apply mode at_window_close) only rows whose decision is activated and whose
+        window closed by then, and observations."""
+        ...
+
+    def expired_decisions(
+        self, experiment_id: int, *, now: float, after: float, limit: int
+    ) -> list[Decision]:
+        """Activated decisions whose window ended in (after, now] with no reward or default
+        yet, by deadline: the ones owed a default reward."""
+        ...
+
+    def activate(
+        self, experiment_id: int, event_ids: Sequence[str], *, now: float, window: float
+    ) -> list[str]:
+        """Start the windows of deferred decisions (deadline = now + window; none if window is
+        0). Returns the ids that were deferred and now are not."""
+        ...
+
+    def last_decision_time(self) -> float | None:
+        """The newest decision's server time over all experiments (crash windows)."""
         ...
 
     # --- learner -----------------------------------------------------------------------------

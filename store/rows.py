@@ -151,6 +151,9 @@ class Feedback:
     arm_feature_slots: bytes | None = None
     arm_features: bytes | None = None
     event_time: float | None = None
+    # Not stored: the decision's window end. A ``reward`` committed after it is stored ``late``
+    # (judged by the commit time, at the commit).
+    deadline: float | None = None
     # Set by the store:
     committed_at: float | None = None
     seq: int | None = None

@@ -507,6 +507,8 @@ class SqlEventLog(EventLog):
                     kinds: list[FeedbackKind] = []
                     for r in rows:
                         kind = r.kind
+                        if kind == "reward" and r.deadline is not None and now > r.deadline:
+                            kind = "late"
                         if kind in WINNING_KINDS:
                             key = (r.experiment_id, r.event_id)
                             if key in won:
@@ -552,15 +554,79 @@ class SqlEventLog(EventLog):
                 found.update((exp, e) for e in conn.execute(q).scalars())
         return found
 
-    def pending_feedback(self, experiment_id: int, limit: int) -> list[Pending]:
+    def pending_feedback(
+        self, experiment_id: int, limit: int, *, ready_at: float | None = None
+    ) -> list[Pending]:
+        q = pending_select().where(
+            feedback.c.experiment_id == experiment_id, sa.text(PENDING_PREDICATE)
+        )
+        if ready_at is not None:
+            # at_window_close: a decision's feedback waits until its window has closed
+            q = q.where(
+                sa.or_(
+                    feedback.c.event_id.is_(None),
+                    sa.and_(
+                        decisions.c.deferred.is_(False),
+                        sa.or_(decisions.c.deadline.is_(None), decisions.c.deadline <= ready_at),
+                    ),
+                )
+            )
+        q = q.order_by(feedback.c.seq).limit(limit)
+        with self._tx(write=False) as conn:
+            return [to_pending(r._mapping) for r in conn.execute(q)]
+
+    def expired_decisions(
+        self, experiment_id: int, *, now: float, after: float, limit: int
+    ) -> list[Decision]:
+        winner = (
+            sa.select(feedback.c.seq)
+            .where(
+                feedback.c.experiment_id == decisions.c.experiment_id,
+                feedback.c.event_id == decisions.c.event_id,
+                sa.text(WINNING_PREDICATE),
+            )
+            .exists()
+        )
         q = (
-            pending_select()
-            .where(feedback.c.experiment_id == experiment_id, sa.text(PENDING_PREDICATE))
-            .order_by(feedback.c.seq)
+            sa.select(decisions)
+            .where(
+                decisions.c.experiment_id == experiment_id,
+                decisions.c.deadline > after,
+                decisions.c.deadline <= now,
+                decisions.c.deferred.is_(False),
+                ~winner,
+            )
+            .order_by(decisions.c.deadline, decisions.c.event_id)
             .limit(limit)
         )
         with self._tx(write=False) as conn:
-            return [to_pending(r._mapping) for r in conn.execute(q)]
+            return [to_decision(r._mapping) for r in conn.execute(q)]
+
+    def activate(
+        self, experiment_id: int, event_ids: Sequence[str], *, now: float, window: float
+    ) -> list[str]:
+        ids = sorted(set(event_ids))
+        done: list[str] = []
+        with self._tx(write=True) as conn:
+            for chunk in _chunks(ids):
+                where = sa.and_(
+                    decisions.c.experiment_id == experiment_id,
+                    decisions.c.event_id.in_(chunk),
+                    decisions.c.deferred.is_(True),
+                )
+                hit = list(conn.execute(sa.select(decisions.c.event_id).where(where)).scalars())
+                if hit:
+                    conn.execute(
+                        decisions.update()
+                        .where(where)
+                        .values(deferred=False, deadline=(now + window) if window > 0 else None)
+                    )
+                done.extend(hit)
+        return done
+
+    def last_decision_time(self) -> float | None:
+        with self._tx(write=False) as conn:
+            return conn.execute(sa.select(sa.func.max(decisions.c.created_at))).scalar()
 
     # --- learner -----------------------------------------------------------------------------
 
