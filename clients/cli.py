@@ -782,30 +782,58 @@ def activate(
 
 
 def _stats_view(s: Stats, title: str) -> Table:
-    table = Table(
-        title=title,
-        caption=(
-            f"decisions {s.decisions} (holdout {s.holdout_decisions}) · rewards "
-            f"{s.feedback.rewards} · defaults {s.feedback.defaults} · duplicates "
-            f"{s.feedback.duplicates} · late {s.feedback.late} · orphans {s.feedback.orphans} · "
-            f"observations {s.feedback.observations} · revision {s.revision} · version "
-            f"{s.version} · watermark {s.applied_watermark}"
-        ),
-    )
+    lines = [
+        f"decisions {s.decisions} (holdout {s.holdout_decisions}) · rewards "
+        f"{s.feedback.rewards} · defaults {s.feedback.defaults} · duplicates "
+        f"{s.feedback.duplicates} · late {s.feedback.late} · orphans {s.feedback.orphans} · "
+        f"observations {s.feedback.observations} · revision {s.revision} · version "
+        f"{s.version} · watermark {s.applied_watermark}",
+        f"model: {s.model_method}",
+        f"P(best): {s.prob_best_method}",
+    ]
+    if s.regret is not None:
+        lines.append(f"estimated regret (plug-in, policy decisions): {_num(s.regret)}")
+    if s.lift is not None:
+        x = s.lift
+        lines.append(
+            f"lift vs holdout: {_num(x.lift)} [{_num(x.ci_low)}, {_num(x.ci_high)}] "
+            f"(policy {_num(x.policy_mean)} over {x.policy_rewards} rewards, holdout "
+            f"{_num(x.holdout_mean)} over {x.holdout_rewards})"
+        )
+    else:
+        lines.append("lift vs holdout: needs 2 rewards on each side")
+    table = Table(title=title, caption="\n".join(lines))
     table.add_column("arm", style="bold", no_wrap=True)
     table.add_column("active")
     table.add_column("decisions", justify="right")
+    table.add_column("holdout", justify="right")
     table.add_column("rewards", justify="right")
     table.add_column("mean", justify="right")
     table.add_column("95% CI", justify="right")
+    table.add_column("model", justify="right")
+    table.add_column("model 95%", justify="right")
+    table.add_column("P(best)", justify="right")
+
+    def opt(x: float | None) -> str:
+        return "" if x is None else _num(x)
+
     for a in s.arms:
+        model_iv = (
+            f"[{_num(a.model_low)}, {_num(a.model_high)}]"
+            if a.model_low is not None and a.model_high is not None
+            else ""
+        )
         table.add_row(
             a.arm_id,
             "yes" if a.active else "retired",
             str(a.decisions),
+            str(a.holdout_decisions),
             str(a.rewards),
             _num(a.mean_reward) if a.rewards else "",
             f"[{_num(a.ci_low)}, {_num(a.ci_high)}]" if a.rewards else "",
+            opt(a.model_mean),
+            model_iv,
+            opt(a.prob_best),
         )
     return table
 
@@ -819,7 +847,8 @@ def stats(
     timeout: TimeoutOpt = 10.0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Per-arm decisions, rewards and mean reward with a 95% interval."""
+    """Per-arm decisions, rewards, mean reward (95% interval), model interval and P(best);
+    estimated regret and lift over the holdout."""
     with _client(target, timeout) as c:
         s = c.stats(namespace, name)
     if json_out:

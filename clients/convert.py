@@ -25,6 +25,7 @@ from .models import (
     Decision,
     ExperimentInfo,
     FeedbackCounts,
+    HoldoutLift,
     Observation,
     Reward,
     Stats,
@@ -547,6 +548,11 @@ def stats_from_pb(s: pb.GetStatsResponse) -> Stats:
                 mean_reward=a.mean_reward,
                 ci_low=a.ci_low,
                 ci_high=a.ci_high,
+                holdout_decisions=a.holdout_decisions,
+                model_mean=a.model_mean if a.HasField("model_mean") else None,
+                model_low=a.model_low if a.HasField("model_low") else None,
+                model_high=a.model_high if a.HasField("model_high") else None,
+                prob_best=a.prob_best if a.HasField("prob_best") else None,
             )
             for a in s.arms
         ),
@@ -554,4 +560,21 @@ def stats_from_pb(s: pb.GetStatsResponse) -> Stats:
         version=s.version,
         applied_watermark=s.applied_watermark,
         holdout_decisions=s.holdout_decisions,
+        model_method=s.model_method,
+        prob_best_method=s.prob_best_method,
+        prob_best_draws=s.prob_best_draws,
+        regret=s.regret if s.HasField("regret") else None,
+        lift=_lift_from_pb(s.lift) if s.HasField("lift") else None,
+    )
+
+
+def _lift_from_pb(x: pb.HoldoutLift) -> HoldoutLift:
+    return HoldoutLift(
+        policy_rewards=x.policy_rewards,
+        policy_mean=x.policy_mean,
+        holdout_rewards=x.holdout_rewards,
+        holdout_mean=x.holdout_mean,
+        lift=x.lift,
+        ci_low=x.ci_low,
+        ci_high=x.ci_high,
     )

@@ -21,6 +21,7 @@ __all__ = [
     "ExperimentUpdate",
     "FeedbackCounts",
     "FeedbackKind",
+    "HoldoutLift",
     "Observation",
     "Reward",
     "RewardKind",
@@ -190,6 +191,27 @@ class ArmStats:
     mean_reward: float
     ci_low: float
     ci_high: float
+    holdout_decisions: int = 0
+    # The model's mean and 95% interval (Stats.model_method says how) and the probability this
+    # arm is best (Stats.prob_best_method); None where the service leaves them undefined
+    # (contextual families, arms without enough rewards, retired arms for prob_best).
+    model_mean: float | None = None
+    model_low: float | None = None
+    model_high: float | None = None
+    prob_best: float | None = None
+
+
+@dataclass(frozen=True)
+class HoldoutLift:
+    """Mean reward of the policy's decisions minus the holdout's, with a 95% Welch interval."""
+
+    policy_rewards: int
+    policy_mean: float
+    holdout_rewards: int
+    holdout_mean: float
+    lift: float
+    ci_low: float
+    ci_high: float
 
 
 @dataclass(frozen=True)
@@ -201,6 +223,13 @@ class Stats:
     version: int
     applied_watermark: int
     holdout_decisions: int
+    model_method: str = ""
+    prob_best_method: str = ""
+    prob_best_draws: int = 0
+    # Plug-in regret of the policy's decisions (see GetStatsResponse.regret); None if undefined.
+    regret: float | None = None
+    # None until both the policy and the holdout have 2 rewards.
+    lift: HoldoutLift | None = None
 
     def arm(self, arm_id: str) -> ArmStats:
         for a in self.arms:

@@ -649,8 +649,25 @@ class Servicer(pb_grpc.BanditServiceServicer):
             self.decisions.flush(timeout=10)
         return self.log.get_decisions(rt.exp.id, list(dict.fromkeys(ids)))
 
+    def _submit(self, rt: Runtime, fb: list[rows.Feedback]) -> Callable[[], list[rows.Committed]]:
+        """Hand rows to the group commit; returns a wait for their acks. A row whose reward id
+        is already stored (a retried Update) is not written again: its first ack is returned."""
+        rids = [r.reward_id for r in fb if r.reward_id]
+        known = self.log.find_by_reward_id(rt.exp.id, rids) if rids else {}
+        fresh = [r for r in fb if not (r.reward_id and r.reward_id in known)]
+        fut = self.feedback.submit(fresh) if fresh else None
+
+        def wait() -> list[rows.Committed]:
+            got = iter(fut.result() if fut is not None else [])
+            return [
+                known[r.reward_id] if r.reward_id and r.reward_id in known else next(got)
+                for r in fb
+            ]
+
+        return wait
+
     def _commit(self, rt: Runtime, fb: list[rows.Feedback]) -> list[pb.FeedbackAck]:
-        committed = self.feedback.submit(fb).result()
+        committed = self._submit(rt, fb)()
         self.notify(rt.exp.id)
         return self._acks(fb, committed)
 
@@ -690,7 +707,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
                     try:
                         rt = self._runtime(req.namespace, req.name, "update.")
                         fb = self._feedback_rows(rt, req, "update.")
-                        work.put((req, rt, fb, self.feedback.submit(fb)))
+                        work.put((req, rt, fb, self._submit(rt, fb)))
                     except ServiceError as e:
                         e.message = f"message {i}: {e.message}"
                         work.put(e)
@@ -715,7 +732,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 return
             req, rt, fb, fut = item
             try:
-                committed = fut.result()
+                committed = fut()
             except store_errors.Unavailable as e:
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"database: {e}")
             self.notify(rt.exp.id)

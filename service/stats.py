@@ -1,32 +1,118 @@
-"""GetStats: per-arm empirical statistics from the log, feedback counts, versions."""
+"""GetStats: per-arm empirical statistics from the log, the model's view of the arms (interval,
+P(best), regret), policy-vs-holdout lift, feedback counts and versions."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 
+import numpy as np
+from banditd import policies
 from banditd.store.eventlog import EventLog
-from banditd.store.reports import ArmSummary, arm_summaries
+from banditd.store.reports import ArmSummary, Report, report
 from banditd.store.sql import SqlEventLog
 from banditd.v1 import bandit_pb2 as pb
 
+from . import posterior
+from .posterior import BAYESIAN, NOT_CONTEXTUAL, Z95
 from .runtime import Runtime
 
-Z95 = 1.959963984540054
-EMPTY = ArmSummary(0, 0, 0, 0.0, 0.0)
+EMPTY = ArmSummary()
+SEED_TAG = 0x57A75  # keeps these draws apart from any other stream seeded by experiment id
+
+
+class _ModelCache:
+    """Model summaries by a digest of everything they depend on. Dashboards and wait loops poll
+    GetStats far more often than the state or the log move, and P(best) costs ~10^5 draws."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: OrderedDict[bytes, _Summary] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> _Summary | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: bytes, value: _Summary) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+class _Summary:
+    __slots__ = ("model", "prob_best", "draws")
+
+    def __init__(self, model: posterior.Model, prob_best: np.ndarray, draws: int) -> None:
+        self.model, self.prob_best, self.draws = model, prob_best, draws
+
+
+_CACHE = _ModelCache()
+
+
+def _model_summary(rt: Runtime, state: policies.State, rep: Report) -> _Summary:
+    family = rt.config["family"]
+    version = int(state.meta.version)
+    slots = np.asarray([a.slot for a in rt.arms], dtype=np.int64)
+    active = np.asarray([a.active for a in rt.arms], dtype=bool)
+    sums = [(rep.arms.get(int(s)) or EMPTY).rewards for s in slots]
+    n = np.asarray([r.n for r in sums], dtype=np.float64)
+    total = np.asarray([r.total for r in sums])
+    sumsq = np.asarray([r.sumsq for r in sums])
+    bayesian = family in BAYESIAN
+    if bayesian:
+        # Stats of a revision cover its slots only; arms added since have no state row yet.
+        cap = int(np.shape(state.meta.active)[0])
+        inside = slots < cap
+        stats = {}
+        for k, v in state.stats.items():
+            arr = np.zeros(slots.size)
+            arr[inside] = np.asarray(v, dtype=np.float64)[slots[inside]]
+            stats[k] = arr
+        inputs = [stats[k] for k in sorted(stats)]
+    else:
+        stats, inputs = {}, [n, total, sumsq]
+    seed = [SEED_TAG, rt.exp.id, rt.revision, version]
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr((family, sorted(rt.policy.hyper.items()), seed)).encode())
+    for arr in (slots, active, *inputs):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    key = h.digest()
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    model = posterior.family_model(family, rt.policy.hyper, stats, n, total, sumsq)
+    contenders = active & np.isfinite(model.low)
+    draws = posterior.draws_for(int(contenders.sum())) if contenders.any() else 0
+    pbest = posterior.prob_best(model.draw, contenders, draws, seed)
+    out = _Summary(model, pbest, draws)
+    _CACHE.put(key, out)
+    return out
+
+
+def _opt(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
 
 
 def experiment_stats(rt: Runtime, log: EventLog) -> pb.GetStatsResponse:
-    counts = log.counts(rt.exp.id)
     if not isinstance(log, SqlEventLog):
         raise TypeError("GetStats reads per-arm sums with SQL; the event log must be SqlEventLog")
-    summaries = arm_summaries(log.engine, rt.exp.id)
-    fb = counts.feedback
+    rep = report(log.engine, rt.exp.id)
+    state = rt.state  # one published snapshot; the learner replaces it whole
+    fb = rep.feedback
     resp = pb.GetStatsResponse(
-        decisions=counts.decisions,
+        decisions=rep.decisions,
         revision=rt.revision,
-        version=int(rt.state.meta.version),
+        version=int(state.meta.version),
         applied_watermark=rt.watermark,
-        holdout_decisions=sum(s.holdout_decisions for s in summaries.values()),
+        holdout_decisions=rep.holdout_decisions,
         feedback=pb.FeedbackCounts(
             rewards=fb["reward"],
             defaults=fb["default"],
@@ -36,20 +122,67 @@ def experiment_stats(rt: Runtime, log: EventLog) -> pb.GetStatsResponse:
             observations=fb["observation"],
         ),
     )
-    for a in rt.arms:
-        s = summaries.get(a.slot) or EMPTY
-        n = s.rewards
-        mean = s.reward_sum / n if n else 0.0
+    contextual = policies.get(rt.config["family"]).contextual
+    summary = None if contextual else _model_summary(rt, state, rep)
+    for j, a in enumerate(rt.arms):
+        s = rep.arms.get(a.slot) or EMPTY
+        n = s.rewards.n
+        mean = s.rewards.total / n if n else 0.0
         # 95% normal-approximation interval from the sample variance.
-        var = max(s.reward_sumsq / n - mean * mean, 0.0) * n / (n - 1) if n > 1 else 0.0
+        var = max(s.rewards.sumsq / n - mean * mean, 0.0) * n / (n - 1) if n > 1 else 0.0
         half = Z95 * math.sqrt(var / n) if n > 1 else 0.0
-        resp.arms.add(
+        arm = resp.arms.add(
             arm_id=a.arm_id,
             active=a.active,
             decisions=s.decisions,
+            holdout_decisions=s.holdout_decisions,
             rewards=n,
             mean_reward=mean,
             ci_low=mean - half,
             ci_high=mean + half,
+        )
+        if summary is not None:
+            m = summary.model
+            for name, value in (
+                ("model_mean", m.mean[j]),
+                ("model_low", m.low[j]),
+                ("model_high", m.high[j]),
+                ("prob_best", summary.prob_best[j]),
+            ):
+                v = _opt(value)
+                if v is not None:
+                    setattr(arm, name, v)
+    if summary is None:
+        resp.model_method = resp.prob_best_method = NOT_CONTEXTUAL
+    else:
+        resp.model_method = summary.model.method
+        resp.prob_best_draws = summary.draws
+        resp.prob_best_method = (
+            f"Monte Carlo: {summary.draws} draws from {summary.model.sampling}, seeded from "
+            "(experiment, revision, version)"
+            if summary.draws
+            else "no contending arm (active with a model interval)"
+        )
+        played = np.asarray([a.decisions - a.holdout_decisions for a in resp.arms], np.float64)
+        regret = posterior.plug_in_regret(
+            played, summary.model.mean, np.asarray([a.active for a in rt.arms], dtype=bool)
+        )
+        if regret is not None:
+            resp.regret = regret
+    lift = posterior.welch_lift(
+        (rep.policy.n, rep.policy.total, rep.policy.sumsq),
+        (rep.holdout.n, rep.holdout.total, rep.holdout.sumsq),
+    )
+    if lift is not None:
+        resp.lift.CopyFrom(
+            pb.HoldoutLift(
+                policy_rewards=lift.policy_n,
+                policy_mean=lift.policy_mean,
+                holdout_rewards=lift.holdout_n,
+                holdout_mean=lift.holdout_mean,
+                lift=lift.lift,
+                ci_low=lift.low,
+                ci_high=lift.high,
+            )
         )
     return resp

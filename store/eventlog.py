@@ -132,6 +132,12 @@ class EventLog(Protocol):
         window closed by then, and observations."""
         ...
 
+    def find_by_reward_id(
+        self, experiment_id: int, reward_ids: Sequence[str]
+    ) -> dict[str, Committed]:
+        """The first stored row of each reward id: its ack, for retried Updates."""
+        ...
+
     def expired_decisions(
         self, experiment_id: int, *, now: float, after: float, limit: int
     ) -> list[Decision]:

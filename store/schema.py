@@ -156,6 +156,14 @@ feedback = sa.Table(
         postgresql_where=sa.text("applied_version IS NOT NULL"),
     ),
     sa.Index("ix_feedback_kind", "experiment_id", "kind"),
+    # A retried Update (same reward id) gets its first ack back instead of a duplicate.
+    sa.Index(
+        "ix_feedback_reward_id",
+        "experiment_id",
+        "reward_id",
+        sqlite_where=sa.text("reward_id IS NOT NULL"),
+        postgresql_where=sa.text("reward_id IS NOT NULL"),
+    ),
     sqlite_autoincrement=True,  # seq never reused, even after the highest row is deleted
 )
 

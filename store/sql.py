@@ -575,6 +575,24 @@ class SqlEventLog(EventLog):
         with self._tx(write=False) as conn:
             return [to_pending(r._mapping) for r in conn.execute(q)]
 
+    def find_by_reward_id(
+        self, experiment_id: int, reward_ids: Sequence[str]
+    ) -> dict[str, Committed]:
+        out: dict[str, Committed] = {}
+        with self._tx(write=False) as conn:
+            for chunk in _chunks(sorted(set(reward_ids))):
+                q = (
+                    sa.select(feedback.c.reward_id, feedback.c.seq, feedback.c.kind)
+                    .where(
+                        feedback.c.experiment_id == experiment_id,
+                        feedback.c.reward_id.in_(chunk),
+                    )
+                    .order_by(feedback.c.seq)
+                )
+                for rid, seq, kind in conn.execute(q):
+                    out.setdefault(rid, Committed(int(seq), kind))  # the first row is the ack
+        return out
+
     def expired_decisions(
         self, experiment_id: int, *, now: float, after: float, limit: int
     ) -> list[Decision]:

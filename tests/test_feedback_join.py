@@ -287,3 +287,18 @@ def test_stream_error_names_the_message_and_field(server: Server) -> None:
         next(it)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "update.rewards[0].value" in e.value.details()
+
+
+def test_a_retried_update_gets_its_first_ack_back(server: Server) -> None:
+    server.create("retry")
+    (d,) = server.select("retry")
+    req = pb.UpdateRequest(namespace=NS, name="retry", rewards=[
+        pb.Reward(event_id=d.event_id, value=1.0, reward_id="rid-1")])
+    first = server.stub.Update(req).acks[0]
+    again = server.stub.Update(req).acks[0]  # e.g. the first ack was lost in transit
+    assert again.kind == first.kind == pb.FEEDBACK_KIND_REWARD
+    assert again.sequence == first.sequence
+    other = server.stub.Update(pb.UpdateRequest(namespace=NS, name="retry", rewards=[
+        pb.Reward(event_id=d.event_id, value=0.0, reward_id="rid-2")])).acks[0]
+    assert other.kind == pb.FEEDBACK_KIND_DUPLICATE
+    assert server.log_kinds("retry") == {"reward": 1, "duplicate": 1}

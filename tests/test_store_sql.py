@@ -143,12 +143,27 @@ def _tables(url: str) -> set[str]:
         engine.dispose()
 
 
+def _indexes(url: str, table: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return {ix["name"] for ix in sa.inspect(engine).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
 def test_migrations_up_down_up(fresh_url: str) -> None:
     assert migrate.current(fresh_url) is None
     migrate.upgrade(fresh_url)
-    assert migrate.current(fresh_url) == migrate.head() == "0001"
+    assert migrate.current(fresh_url) == migrate.head() == "0002"
     assert migrate.is_current(fresh_url)
     assert set(metadata.tables) <= _tables(fresh_url)
+
+    # one step back removes only what 0002 added, and forward again restores it
+    migrate.downgrade(fresh_url, "0001")
+    assert migrate.current(fresh_url) == "0001" and not migrate.is_current(fresh_url)
+    assert "ix_feedback_reward_id" not in _indexes(fresh_url, "feedback")
+    migrate.upgrade(fresh_url)
+    assert "ix_feedback_reward_id" in _indexes(fresh_url, "feedback")
 
     migrate.downgrade(fresh_url, "base")
     assert migrate.current(fresh_url) is None

@@ -412,7 +412,7 @@ class FeedbackCounts(_message.Message):
     def __init__(self, rewards: _Optional[int] = ..., defaults: _Optional[int] = ..., duplicates: _Optional[int] = ..., late: _Optional[int] = ..., orphans: _Optional[int] = ..., observations: _Optional[int] = ...) -> None: ...
 
 class ArmStats(_message.Message):
-    __slots__ = ("arm_id", "active", "decisions", "rewards", "mean_reward", "ci_low", "ci_high")
+    __slots__ = ("arm_id", "active", "decisions", "rewards", "mean_reward", "ci_low", "ci_high", "holdout_decisions", "model_mean", "model_low", "model_high", "prob_best")
     ARM_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +420,11 @@ class ArmStats(_message.Message):
     MEAN_REWARD_FIELD_NUMBER: _ClassVar[int]
     CI_LOW_FIELD_NUMBER: _ClassVar[int]
     CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_MEAN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_LOW_FIELD_NUMBER: _ClassVar[int]
+    MODEL_HIGH_FIELD_NUMBER: _ClassVar[int]
+    PROB_BEST_FIELD_NUMBER: _ClassVar[int]
     arm_id: str
     active: bool
     decisions: int
@@ -427,10 +432,33 @@ class ArmStats(_message.Message):
     mean_reward: float
     ci_low: float
     ci_high: float
-    def __init__(self, arm_id: _Optional[str] = ..., active: _Optional[bool] = ..., decisions: _Optional[int] = ..., rewards: _Optional[int] = ..., mean_reward: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ...) -> None: ...
+    holdout_decisions: int
+    model_mean: float
+    model_low: float
+    model_high: float
+    prob_best: float
+    def __init__(self, arm_id: _Optional[str] = ..., active: _Optional[bool] = ..., decisions: _Optional[int] = ..., rewards: _Optional[int] = ..., mean_reward: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., holdout_decisions: _Optional[int] = ..., model_mean: _Optional[float] = ..., model_low: _Optional[float] = ..., model_high: _Optional[float] = ..., prob_best: _Optional[float] = ...) -> None: ...
+
+class HoldoutLift(_message.Message):
+    __slots__ = ("policy_rewards", "policy_mean", "holdout_rewards", "holdout_mean", "lift", "ci_low", "ci_high")
+    POLICY_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_MEAN_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_MEAN_FIELD_NUMBER: _ClassVar[int]
+    LIFT_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    policy_rewards: int
+    policy_mean: float
+    holdout_rewards: int
+    holdout_mean: float
+    lift: float
+    ci_low: float
+    ci_high: float
+    def __init__(self, policy_rewards: _Optional[int] = ..., policy_mean: _Optional[float] = ..., holdout_rewards: _Optional[int] = ..., holdout_mean: _Optional[float] = ..., lift: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("decisions", "feedback", "arms", "revision", "version", "applied_watermark", "holdout_decisions")
+    __slots__ = ("decisions", "feedback", "arms", "revision", "version", "applied_watermark", "holdout_decisions", "model_method", "prob_best_method", "prob_best_draws", "regret", "lift")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     ARMS_FIELD_NUMBER: _ClassVar[int]
@@ -438,6 +466,11 @@ class GetStatsResponse(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     APPLIED_WATERMARK_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PROB_BEST_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PROB_BEST_DRAWS_FIELD_NUMBER: _ClassVar[int]
+    REGRET_FIELD_NUMBER: _ClassVar[int]
+    LIFT_FIELD_NUMBER: _ClassVar[int]
     decisions: int
     feedback: FeedbackCounts
     arms: _containers.RepeatedCompositeFieldContainer[ArmStats]
@@ -445,4 +478,9 @@ class GetStatsResponse(_message.Message):
     version: int
     applied_watermark: int
     holdout_decisions: int
-    def __init__(self, decisions: _Optional[int] = ..., feedback: _Optional[_Union[FeedbackCounts, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., revision: _Optional[int] = ..., version: _Optional[int] = ..., applied_watermark: _Optional[int] = ..., holdout_decisions: _Optional[int] = ...) -> None: ...
+    model_method: str
+    prob_best_method: str
+    prob_best_draws: int
+    regret: float
+    lift: HoldoutLift
+    def __init__(self, decisions: _Optional[int] = ..., feedback: _Optional[_Union[FeedbackCounts, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., revision: _Optional[int] = ..., version: _Optional[int] = ..., applied_watermark: _Optional[int] = ..., holdout_decisions: _Optional[int] = ..., model_method: _Optional[str] = ..., prob_best_method: _Optional[str] = ..., prob_best_draws: _Optional[int] = ..., regret: _Optional[float] = ..., lift: _Optional[_Union[HoldoutLift, _Mapping]] = ...) -> None: ...
