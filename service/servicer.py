@@ -403,7 +403,9 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 for i in range(n)
             ]
         # Validation is complete: nothing below rejects the request.
-        replay = self._recorded(rt, event_ids)
+        # Only ids the client chose can have been decided before; fresh server ids cannot.
+        given = [event_ids[i] for i in range(n) if request.items[i].event_id]
+        replay = self._recorded(rt, given) if given else {}
         todo = [i for i in range(n) if event_ids[i] not in replay]
         now = self.clock()
         decided: dict[int, rows.Decision] = {}
