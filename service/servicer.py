@@ -349,6 +349,9 @@ class Servicer(pb_grpc.BanditServiceServicer):
             raise invalid("items", "at least one item is required")
         if n > self.config.max_items:
             raise invalid("items", f"{n} items is above the limit of {self.config.max_items}")
+        # The learner publishes the state, then its watermark: reading the watermark first means
+        # it never claims more than the state we decide with reflects.
+        wm = rt.watermark
         state = rt.state  # one snapshot for the whole request
         cfg = rt.config
         cap = int(np.shape(state.meta.active)[0])
@@ -425,7 +428,6 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 now,
             )
         resp = pb.SelectResponse()
-        wm = rt.watermark
         for i in range(n):
             d = replay.get(event_ids[i]) or decided[i]
             out = resp.decisions.add(
