@@ -4,13 +4,15 @@ Select answers before the decision writer's group commit, so an unclean stop can
 decisions of the last flush interval. Their rewards must not be NOT_FOUND (the id was issued)
 nor applied (the context is gone): they are acknowledged ``orphan``. Event ids are UUIDv7 (the
 client's, or the server's when the client sends none), so an unknown id whose timestamp falls in
-a crash window — from the newest decision that survived to the restart — is an orphan.
+a crash window — from the newest decision that survived (or the crashed run's start, if later) to
+the restart — is an orphan.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 import uuid
 
@@ -30,6 +32,13 @@ def uuid7_time(event_id: str) -> float | None:
     return (u.int >> 80) / 1000.0
 
 
+def _atomic_write(path: pathlib.Path, text: str) -> None:
+    """Write-then-rename, so a crash mid-write never leaves a file the next start cannot read."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 class CrashWindows:
     def __init__(self, data_dir: str) -> None:
         self.dir = pathlib.Path(data_dir)
@@ -43,17 +52,26 @@ class CrashWindows:
         """Record a crash window if the previous run did not stop cleanly; returns whether."""
         crashed = self.marker.exists()
         if crashed:
-            start = last_decision if last_decision is not None else 0.0
+            # A lost decision was made after the newest surviving one and during the crashed run,
+            # whose start the marker holds: without the latter, a crash before any decision was
+            # logged would open a window from 0 and turn every never-issued id into an orphan.
+            start = max(last_decision or 0.0, self._run_start())
             self.windows.append((start, now))
-            self.path.write_text(json.dumps(self.windows))
+            _atomic_write(self.path, json.dumps(self.windows))
             log.warning(
                 "previous run did not stop cleanly: rewards for decisions made between "
                 "%.3f and %.3f that were lost are acknowledged as orphans",
                 start,
                 now,
             )
-        self.marker.write_text("running\n")
+        _atomic_write(self.marker, f"{now!r}\n")
         return crashed
+
+    def _run_start(self) -> float:
+        try:
+            return float(self.marker.read_text())
+        except ValueError:  # written by an older version: no start recorded
+            return 0.0
 
     def stopped(self) -> None:
         self.marker.unlink(missing_ok=True)
