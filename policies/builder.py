@@ -99,7 +99,10 @@ def _select_packed(fam: Family, cfg, *args):
 
 
 def _apply(fam: Family, cfg, h, state: State, delta) -> State:
-    stats = {k: state.stats[k] + delta[k] for k in state.stats}
+    if fam.combine is not None:
+        stats = fam.combine(cfg, h, state, delta)
+    else:
+        stats = {k: state.stats[k] + delta[k] for k in state.stats}
     cache = fam.refresh(cfg, h, stats)
     meta = state.meta._replace(version=state.meta.version + 1)
     return State(stats, meta, cache)

@@ -46,6 +46,9 @@ class Family:
     refresh_incremental: Callable[..., dict] | None = None
     # (cfg, h, state, ctx, arms, rewards, w, propensity, t) -> stats; must equal stats + delta
     accumulate: Callable[..., dict] | None = None
+    # (cfg, h, state, delta) -> stats: the merge of a delta into stats for families whose stats
+    # are not sums (``merge`` names the rule); None means stats + delta
+    combine: Callable[..., dict] | None = None
     # The optional kernels are typed Any (callable or None) so call sites need no casts.
     scores: Any = None  # (cfg, h, state, ctx, keys, mask, t) -> [B, N]
     dist: Any = None  # (cfg, h, state, ctx, mask, t) -> (base probs, scores)

@@ -8,7 +8,9 @@ from typing import Any
 from .base import Policy
 from .builder import build
 from .classic import EPSILON_GREEDY, EXP3, UCB1
+from .diag import DIAG_LINUCB
 from .family import Family
+from .kernel import PAK_UCB, RFF_UCB
 from .linear import LIN_TS, LINUCB
 from .thompson import BETA_TS, GAUSSIAN_TS, NIG_TS
 
@@ -23,6 +25,8 @@ def register(fam: Family) -> Family:
 
 
 for _f in (BETA_TS, GAUSSIAN_TS, NIG_TS, LIN_TS, UCB1, EPSILON_GREEDY, EXP3, LINUCB):
+    register(_f)
+for _f in (DIAG_LINUCB, PAK_UCB, RFF_UCB):
     register(_f)
 
 

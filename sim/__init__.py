@@ -26,25 +26,31 @@ the randomness of rounds comes from the run's seeds.
 """
 
 from .arms import BernoulliArms, GaussianArms, bernoulli, gaussian
+from .clusters import ClusterMatching, cluster_matching
 from .digits import Digits, digits
 from .env import Env
 from .linear import LinearDisjoint, LinearPerArm, linear_disjoint, linear_per_arm
+from .routing import PromptRouting, prompt_routing
 from .runner import Realization, Run, realize, round_keys, run, seed_keys, uniform
 
 __all__ = [
     "BernoulliArms",
+    "ClusterMatching",
     "Digits",
     "Env",
     "GaussianArms",
     "LinearDisjoint",
     "LinearPerArm",
+    "PromptRouting",
     "Realization",
     "Run",
     "bernoulli",
+    "cluster_matching",
     "digits",
     "gaussian",
     "linear_disjoint",
     "linear_per_arm",
+    "prompt_routing",
     "realize",
     "round_keys",
     "run",
