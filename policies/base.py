@@ -58,6 +58,7 @@ class Policy(NamedTuple):
     update: Callable[..., State]
     select: Callable[..., SelectOutput]
     kernels: Any  # the jittable un-padded kernels (for simulators and vmapped experiments)
+    warm: Callable[[State], None]  # precompute a new state's choice probabilities (learners)
 
 
 def next_pow2(n: int) -> int:

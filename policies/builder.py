@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -222,7 +223,8 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
     refresh_every = int(cfg.get("refresh_every", 0) or 0)
     k_refresh = _jitted(fam, cfg_items, "refresh")
     mc_memo: OrderedDict[tuple[bytes, bytes], np.ndarray] = OrderedDict()
-    const_memo: dict[tuple, Any] = {}  # device-resident all-true masks / zero times per bucket
+    const_memo: dict[tuple, Any] = {}
+    mc_lock = threading.Lock()  # device-resident all-true masks / zero times per bucket
 
     def dim_of(state: State) -> int:
         if not fam.contextual or fam.dim_stat is None:
@@ -320,14 +322,26 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
     def _mc_row(state: State, digest: bytes, mbytes: bytes) -> np.ndarray:
         key = (digest, mbytes)
         p = mc_memo.get(key)
-        if p is None:
-            mask = np.frombuffer(mbytes, dtype=bool)
-            seed = int.from_bytes(digest[:8], "little")
-            p = _host_mc_probs(fam, cfg, traced, state, mask, seed)
-            mc_memo[key] = p
-            if len(mc_memo) > MC_MEMO:
-                mc_memo.popitem(last=False)
+        if p is not None:
+            return p
+        # One computation per key even when many threads meet a new state at once.
+        with mc_lock:
+            p = mc_memo.get(key)
+            if p is None:
+                mask = np.frombuffer(mbytes, dtype=bool)
+                seed = int.from_bytes(digest[:8], "little")
+                p = _host_mc_probs(fam, cfg, traced, state, mask, seed)
+                mc_memo[key] = p
+                if len(mc_memo) > MC_MEMO:
+                    mc_memo.popitem(last=False)
         return p
+
+    def warm(state: State) -> None:
+        """Compute what the first select of ``state`` would (Thompson choice probabilities for
+        the active set), so a learner can do it before publishing, off the request path."""
+        if fam.host_mc:
+            active, _ = _host_active(state)
+            _mc_row(state, _digest(state), active.tobytes())
 
     def _host_base(state: State, elig: np.ndarray | None, rows: int) -> np.ndarray:
         """Choice probabilities per row, Monte Carlo'd once per (stats, eligible set)."""
@@ -539,4 +553,5 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         update=update,
         select=select,
         kernels=kernels,
+        warm=warm,
     )

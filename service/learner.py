@@ -104,6 +104,7 @@ class Learner:
                 return False
             v = int(rt.state.meta.version)
             new = apply_batch(rt, rt.state, pending)
+            rt.policy.warm(new)  # Thompson choice probabilities now, not in the next Select
             seqs = [p.feedback.seq for p in pending if p.feedback.seq is not None]
             faults.hit("after_commit_before_apply")
             log_.mark_applied(

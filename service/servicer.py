@@ -11,6 +11,7 @@ import math
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,13 +30,15 @@ from . import spec
 from .config import ServerConfig
 from .errors import ServiceError, invalid, not_found, precondition, unimplemented
 from .learner import Learner
-from .orphans import CrashWindows
+from .orphans import SKEW_S, CrashWindows, uuid7_time
 from .registry import Registry, fresh_state, sync_arms
 from .runtime import Runtime, unit_hash
 from .stats import experiment_stats
 from .writer import GroupCommitter
 
 log = logging.getLogger("banditd.service")
+RECENT_S = 120.0  # how long this process remembers its own decisions for replays
+RECENT_MAX = 500_000
 R = TypeVar("R")
 
 STATUS = {"active": pb.EXPERIMENT_STATUS_ACTIVE, "paused": pb.EXPERIMENT_STATUS_PAUSED}
@@ -97,6 +100,11 @@ class Servicer(pb_grpc.BanditServiceServicer):
         # repeats and rewards find them here before the flush.
         self._inflight: dict[tuple[int, str], rows.Decision] = {}
         self._inflight_lock = threading.Lock()
+        # Decisions this process made in the last RECENT_S seconds. A client-chosen UUIDv7 id
+        # newer than both this process's start and that horizon can only have been decided here,
+        # so a miss in this map proves it is new without asking the log.
+        self._recent: OrderedDict[tuple[int, str], tuple[float, rows.Decision]] = OrderedDict()
+        self._started = clock()
 
     # --- experiments ---------------------------------------------------------------------------
 
@@ -447,12 +455,18 @@ class Servicer(pb_grpc.BanditServiceServicer):
 
     def _recorded(self, rt: Runtime, event_ids: list[str]) -> dict[str, rows.Decision]:
         found: dict[str, rows.Decision] = {}
+        fresh_after = max(self._started, self.clock() - RECENT_S) + SKEW_S
+        rest = []
         with self._inflight_lock:
             for e in event_ids:
                 d = self._inflight.get((rt.exp.id, e))
-                if d is not None:
-                    found[e] = d
-        rest = [e for e in event_ids if e not in found]
+                hit = self._recent.get((rt.exp.id, e))
+                if d is not None or hit is not None:
+                    found[e] = d if d is not None else hit[1]  # type: ignore[index]
+                    continue
+                t = uuid7_time(e)
+                if t is None or t < fresh_after:
+                    rest.append(e)
         if rest:
             found.update(self.log.get_decisions(rt.exp.id, rest))
         return found
@@ -536,6 +550,12 @@ class Servicer(pb_grpc.BanditServiceServicer):
                     decided[todo[[x.event_id for x in batch].index(d.event_id)]] = prev
                 else:
                     self._inflight[(d.experiment_id, d.event_id)] = d
+                    self._recent[(d.experiment_id, d.event_id)] = (now, d)
+            horizon = now - RECENT_S
+            while self._recent and (
+                len(self._recent) > RECENT_MAX or next(iter(self._recent.values()))[0] < horizon
+            ):
+                self._recent.popitem(last=False)
         fut = self.decisions.submit(batch)
 
         def landed(_: Any) -> None:
