@@ -104,7 +104,6 @@ class Learner:
                 return False
             v = int(rt.state.meta.version)
             new = apply_batch(rt, rt.state, pending)
-            rt.policy.warm(new)  # Thompson choice probabilities now, not in the next Select
             seqs = [p.feedback.seq for p in pending if p.feedback.seq is not None]
             faults.hit("after_commit_before_apply")
             log_.mark_applied(
@@ -116,6 +115,10 @@ class Learner:
             )
             rt.state = new
             rt.watermark = max(rt.watermark, *seqs)
+            # Thompson choice probabilities of the new state now, so Selects do not all wait on
+            # them; after publishing, so freshness does not wait either (a Select arriving first
+            # takes the same lock and waits for this one computation, not a second).
+            rt.policy.warm(new)
             if (v + 1) % self.checkpoint_every == 0:
                 faults.hit("after_apply_before_checkpoint")
                 self.registry.checkpoint(rt)
