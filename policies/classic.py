@@ -7,23 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .base import masked, segment_sum, tie_probs
-from .family import Family, Hyper, non_negative, positive, unit_interval
-
-
-def _zeros(names):
-    def init(cfg, cap, dim):
-        return {k: np.zeros(cap) for k in names}
-
-    return init
-
-
-def _no_cache(cfg, h, stats):
-    return {}
-
-
-def _count_sum_delta(cfg, h, state, ctx, arms, r, w, prop, t):
-    n = state.meta.active.shape[0]
-    return {"n": segment_sum(w, arms, n), "s": segment_sum(w * r, arms, n)}
+from .family import Family, Hyper, no_cache, non_negative, positive, unit_interval, zeros_init
+from .thompson import count_sum_delta
 
 
 def ucb1_index(h, stats):
@@ -46,9 +31,9 @@ UCB1 = Family(
     contextual=False,
     reward_kinds=("binary", "bounded"),
     hypers={"alpha": Hyper(1.0, "bonus scale (1 = UCB1)", check=non_negative, rule=">= 0")},
-    init_stats=_zeros(("n", "s")),
-    delta=_count_sum_delta,
-    refresh=_no_cache,
+    init_stats=zeros_init(("n", "s")),
+    delta=count_sum_delta,
+    refresh=no_cache,
     scores=_ucb1_scores,
 )
 
@@ -77,9 +62,9 @@ EPSILON_GREEDY = Family(
             identity=False,
         ),
     },
-    init_stats=_zeros(("n", "s")),
-    delta=_count_sum_delta,
-    refresh=_no_cache,
+    init_stats=zeros_init(("n", "s")),
+    delta=count_sum_delta,
+    refresh=no_cache,
     dist=_greedy_dist,
 )
 
@@ -131,9 +116,9 @@ EXP3 = Family(
         ),
         "auto_alpha": Hyper(True, "derived: alpha is None", static=True, identity=False),
     },
-    init_stats=_zeros(("logw",)),
+    init_stats=zeros_init(("logw",)),
     delta=_exp3_delta,
-    refresh=_no_cache,
+    refresh=no_cache,
     dist=_exp3_dist,
 )
 

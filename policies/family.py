@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 # How a family turns scores into choice probabilities:
 #   "argmax":  deterministic index; ties share (1-eps) mass uniformly.
 #   "dist":    the family defines its own base distribution (EXP3, epsilon-greedy) and samples it.
@@ -107,3 +109,17 @@ def unit_interval(x: Any) -> bool:
 
 def positive_int(x: Any) -> bool:
     return isinstance(x, int | float) and float(x) >= 1 and float(x) == int(x)
+
+
+def zeros_init(names: tuple[str, ...]) -> Callable[..., dict]:
+    """``init_stats`` for families whose stats are per-arm scalar sums."""
+
+    def init(cfg: Mapping[str, Any], cap: int, dim: int) -> dict:
+        return {k: np.zeros(cap) for k in names}
+
+    return init
+
+
+def no_cache(cfg: Mapping[str, Any], h: Mapping[str, Any], stats: dict) -> dict:
+    """``refresh`` for families that derive nothing from their stats ahead of select."""
+    return {}

@@ -12,19 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .base import segment_sum
-from .family import Family, Hyper, positive
-
-
-def _zeros(names):
-    def init(cfg, cap, dim):
-        return {k: np.zeros(cap) for k in names}
-
-    return init
-
-
-def _no_cache(cfg, h, stats):
-    return {}
-
+from .family import Family, Hyper, no_cache, positive, zeros_init
 
 # --- Beta-Bernoulli -------------------------------------------------------------------------
 
@@ -54,9 +42,9 @@ BETA_TS = Family(
         "prior_a": Hyper(1.0, "Beta prior alpha_0 (pseudo-successes)", check=positive, rule="> 0"),
         "prior_b": Hyper(1.0, "Beta prior beta_0 (pseudo-failures)", check=positive, rule="> 0"),
     },
-    init_stats=_zeros(("s", "f")),
+    init_stats=zeros_init(("s", "f")),
     delta=_beta_delta,
-    refresh=_no_cache,
+    refresh=no_cache,
     scores=_beta_scores,
 )
 
@@ -64,7 +52,7 @@ BETA_TS = Family(
 # --- Gaussian, known noise variance ---------------------------------------------------------
 
 
-def _count_sum_delta(cfg, h, state, ctx, arms, r, w, prop, t):
+def count_sum_delta(cfg, h, state, ctx, arms, r, w, prop, t):
     n = state.meta.active.shape[0]
     return {"n": segment_sum(w, arms, n), "s": segment_sum(w * r, arms, n)}
 
@@ -97,9 +85,9 @@ GAUSSIAN_TS = Family(
         "lam": Hyper(1.0, "prior precision 1/tau_0^2", check=positive, rule="> 0"),
         "noise_var": Hyper(1.0, "known reward noise variance sigma^2", check=positive, rule="> 0"),
     },
-    init_stats=_zeros(("n", "s")),
-    delta=_count_sum_delta,
-    refresh=_no_cache,
+    init_stats=zeros_init(("n", "s")),
+    delta=count_sum_delta,
+    refresh=no_cache,
     scores=_gauss_scores,
     host_sampler=_gauss_host,
 )
@@ -169,9 +157,9 @@ NIG_TS = Family(
             rule="finite",
         ),
     },
-    init_stats=_zeros(("n", "s1", "s2")),
+    init_stats=zeros_init(("n", "s1", "s2")),
     delta=_nig_delta,
-    refresh=_no_cache,
+    refresh=no_cache,
     scores=_nig_scores,
     host_sampler=_nig_host,
 )
