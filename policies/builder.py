@@ -409,38 +409,6 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
             const_memo[key] = hit
         return hit[1]
 
-    def _host_cache(state: State) -> dict[str, np.ndarray]:
-        """The cache as numpy, memoized on the (immutable) arrays' identity."""
-        first = state.cache[min(state.cache)]
-        key = ("cache", id(first))
-        hit = const_memo.get(key)
-        if hit is None or hit[0]() is not first:
-            hit = (weakref.ref(first), {k: np.asarray(v) for k, v in state.cache.items()})
-            const_memo[key] = hit
-        return hit[1]
-
-    def _host_argmax(
-        state: State,
-        x: np.ndarray,
-        key: np.ndarray,
-        elig: np.ndarray | None,
-        active: np.ndarray,
-        eps: float,
-    ) -> SelectOutput | None:
-        """One decision of a deterministic family with numpy: the kernel's rule exactly (tied
-        maxima share 1-eps, eps spread over the eligible, inverse CDF at the key's uniform)."""
-        scores = fam.host_scores(cfg, traced, _host_cache(state), x)
-        if scores is None:
-            return None
-        mask = active if elig is None else elig[0] & active
-        s = np.where(mask, scores, -np.inf)
-        tied = (s == s.max()) & mask
-        probs = np.where(mask, (1.0 - eps) * tied / tied.sum() + eps / mask.sum(), 0.0)
-        u = 1.0 - key_uniform_host(int(key[0]), int(key[1]))
-        c = np.cumsum(probs)
-        arm = int(np.sum(c < u * c[-1]))
-        return SelectOutput(np.array([arm]), probs[arm : arm + 1], scores[None, :], probs[None, :])
-
     def _host_stats(state: State) -> dict[str, np.ndarray]:
         digest = _digest(state)
         hit = const_memo.get(("stats", digest))
@@ -507,10 +475,6 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
             if not (elig & active[None, :]).any(axis=1).all():
                 raise ValueError("eligible: a row has no active eligible arm")
             elig_dev = _pad_rows(elig, bucket, True)
-        if fam.host_scores is not None and rows == 1 and t is None:
-            out1 = _host_argmax(state, x[0], keys_np[0], elig, active, float(epsilon))
-            if out1 is not None:
-                return out1
         base = None
         if fam.host_mc:
             probs_rows = _host_base(state, elig, rows)

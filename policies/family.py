@@ -59,10 +59,6 @@ class Family:
     # (cfg, h_numpy, stats_numpy, draws, rng) -> [draws, N]; Monte Carlo'd on the host once per
     # (stats, eligible set) because numpy's gamma/beta samplers are ~50x faster than XLA's here.
     host_sampler: Any = None  # Callable[..., Any] | None; Any keeps call sites free of casts
-    # Deterministic ("argmax") families: numpy scores of ONE context, (cfg, h_numpy,
-    # cache_numpy, x[d]) -> [N] or None when not applicable. A single select is dispatch-bound
-    # in XLA; the builder takes this path for one row and the kernel for batches.
-    host_scores: Any = None
     ranked: bool = False
     merge: str = "sum"  # how two replicas' stats combine
     reward_kinds: tuple[str, ...] = REWARD_KINDS

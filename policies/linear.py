@@ -159,18 +159,6 @@ def moments(cfg, state, ctx):
     return mean, jnp.maximum(var, 0.0)
 
 
-def _linucb_host_scores(cfg, h, cache, x):
-    """One context's LinUCB indices with numpy (disjoint model, [d] context): the same packed
-    product as the kernel, without XLA's dispatch, which dominates a single select."""
-    if cfg["shared"] or x.ndim != 1:
-        return None
-    qf, theta = cache["qf"], cache["theta"]
-    xs = x.astype(qf.dtype)
-    i, j, _ = _triu(xs.shape[0])
-    var = np.maximum(qf @ (xs[i] * xs[j]), 0.0)
-    return theta @ xs + qf.dtype.type(h["alpha"]) * np.sqrt(var)
-
-
 def _linucb_scores(cfg, h, state, ctx, keys, mask, t):
     mean, var = moments(cfg, state, ctx)
     return mean + h["alpha"].astype(mean.dtype) * jnp.sqrt(var)
@@ -300,7 +288,6 @@ LINUCB = Family(
     refresh_incremental=_incremental,
     accumulate=_accumulate,
     scores=_linucb_scores,
-    host_scores=_linucb_host_scores,
 )
 
 LIN_TS = Family(
