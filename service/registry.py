@@ -38,6 +38,21 @@ def fresh_state(
     return _at_version(policy.init(n_slots, dim=dim, revision=revision), version)
 
 
+def compile_policy(config: dict[str, Any], policy: policies.Policy, n_arms: int) -> None:
+    """Run one select and one update on a throwaway state, so the experiment's first request
+    does not pay for compiling them (done before an experiment is visible or health SERVING)."""
+    fam = policies.get(config["family"])
+    st = fresh_state(config, policy, max(n_arms, 1), 1, 0)
+    cap = int(np.shape(st.meta.active)[0])
+    x = None
+    if fam.contextual:
+        d = config["policy_dim"]
+        x = np.zeros((1, cap, d)) if config["arm_feature_dim"] else np.zeros((1, d))
+    policy.select(st, x, np.zeros((1, 2), np.uint32))
+    xu = None if x is None else np.zeros((1, config["policy_dim"]))
+    policy.update(st, xu, np.zeros(1, np.int64), np.zeros(1), propensity=np.ones(1))
+
+
 def sync_arms(policy: policies.Policy, state: State, arms: Sequence[rows.Arm]) -> State:
     """Grow the state to the logged slots and retire the retired ones."""
     n = int(state.meta.n_arms)

@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection  # noqa: E402
 from .config import ServerConfig  # noqa: E402
 from .learner import Learner  # noqa: E402
 from .orphans import CrashWindows  # noqa: E402
-from .registry import Registry  # noqa: E402
+from .registry import Registry, compile_policy  # noqa: E402
 from .servicer import Servicer  # noqa: E402
 from .writer import GroupCommitter  # noqa: E402
 
@@ -110,7 +110,7 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
         config, registry, learner, decisions, feedback, sig.notify, clock=clock, orphans=crash
     )
     for rt in registry.all():  # compile now, before SERVING
-        servicer._warm(rt.config, rt.policy, len(rt.arms))
+        compile_policy(rt.config, rt.policy, len(rt.arms))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers),
         options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)],

@@ -31,7 +31,7 @@ from .config import ServerConfig
 from .errors import ServiceError, invalid, not_found, precondition, unimplemented
 from .learner import Learner
 from .orphans import SKEW_S, CrashWindows, uuid7_time
-from .registry import Registry, fresh_state, sync_arms
+from .registry import Registry, compile_policy, fresh_state, sync_arms
 from .runtime import Runtime, unit_hash
 from .stats import experiment_stats
 from .writer import GroupCommitter
@@ -174,7 +174,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 )
             # Compile before the experiment is visible: the first Select must not pay for it.
             policy = policies.make(config["family"], **config["hyperparameters"])
-            self._warm(config, policy, len(arms))
+            compile_policy(config, policy, len(arms))
             try:
                 exp = self.log.create_experiment(
                     e.namespace,
@@ -206,18 +206,6 @@ class Servicer(pb_grpc.BanditServiceServicer):
             self.registry.put(rt)
         log.info("created %s (%s, %d arms)", rt.key, config["family"], len(arms))
         return pb.CreateExperimentResponse(experiment=self._to_pb(rt))
-
-    def _warm(self, config: dict[str, Any], policy: policies.Policy, n_arms: int) -> None:
-        fam = policies.get(config["family"])
-        st = fresh_state(config, policy, max(n_arms, 1), 1, 0)
-        cap = int(np.shape(st.meta.active)[0])
-        x = None
-        if fam.contextual:
-            d = config["policy_dim"]
-            x = np.zeros((1, cap, d)) if config["arm_feature_dim"] else np.zeros((1, d))
-        policy.select(st, x, np.zeros((1, 2), np.uint32))
-        xu = None if x is None else np.zeros((1, config["policy_dim"]))
-        policy.update(st, xu, np.zeros(1, np.int64), np.zeros(1), propensity=np.ones(1))
 
     @handler
     def GetExperiment(
@@ -328,7 +316,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 policy = policies.make(config["family"], **new_hyper)
                 arms = self.log.list_arms(rt.exp.id)
                 if new_revision:
-                    self._warm(config, policy, len(arms))
+                    compile_policy(config, policy, len(arms))
                     state = fresh_state(
                         config, policy, len(arms), exp.revision, int(rt.state.meta.version)
                     )
@@ -515,7 +503,6 @@ class Servicer(pb_grpc.BanditServiceServicer):
         window = cfg["reward"]["wait_window_s"]
         version = int(state.meta.version)
         decided: dict[int, rows.Decision] = {}
-        batch: list[rows.Decision] = []
         all_active = np.asarray(state.meta.active)
         for j, i in enumerate(todo):
             item = items[i]
@@ -542,26 +529,28 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 deadline=(now + window) if window > 0 and not item.deferred else None,
             )
             decided[i] = d
-            batch.append(d)
+        batch: list[rows.Decision] = []
         with self._inflight_lock:
-            for d in batch:
+            for i, d in decided.items():
                 prev = self._inflight.get((d.experiment_id, d.event_id))
                 if prev is not None:  # a concurrent Select of the same id won: answer with it
-                    decided[todo[[x.event_id for x in batch].index(d.event_id)]] = prev
+                    decided[i] = prev  # and neither write nor later un-register it
                 else:
                     self._inflight[(d.experiment_id, d.event_id)] = d
                     self._recent[(d.experiment_id, d.event_id)] = (now, d)
+                    batch.append(d)
             horizon = now - RECENT_S
             while self._recent and (
                 len(self._recent) > RECENT_MAX or next(iter(self._recent.values()))[0] < horizon
             ):
                 self._recent.popitem(last=False)
-        fut = self.decisions.submit(batch)
+        if batch:
+            fut = self.decisions.submit(batch)
 
-        def landed(_: Any) -> None:
-            self._landed(batch)
+            def landed(_: Any) -> None:
+                self._landed(batch)
 
-        fut.add_done_callback(landed)
+            fut.add_done_callback(landed)
         return decided
 
     def _landed(self, batch: list[rows.Decision]) -> None:
