@@ -157,7 +157,9 @@ def test_kill_loses_only_the_last_decisions_and_no_acknowledged_update(
         )
 
     lost = [e for e, _ in rounds[-1].answered if e not in logged(data)[0]]
-    assert len(lost) >= 2, "the 250 ms flush round must lose its last answers"
+    # How many are lost depends on where the kill falls in the writer's cycle (one was seen on
+    # a loaded CI machine); the orphan check below needs one lost and one kept.
+    assert len(lost) >= 1, "the 250 ms flush round must lose its last answers"
     kept = [e for e, _ in rounds[-1].answered if e not in lost][0]
 
     # After the unclean restart: the lost decision's reward is an orphan, logged, not applied.
