@@ -28,7 +28,9 @@ from .base import (
     tie_probs,
     to_key_array,
 )
+from . import ranked
 from .family import Family
+from .ranked_ops import Helpers, RankedOps
 
 # How many times each (family, kernel) was traced. Tests use it to prove that batch buckets and
 # capacity doubling bound compilation; it costs one dict increment per trace, nothing per call.
@@ -50,6 +52,9 @@ class Kernels(NamedTuple):
     update: Any  # delta then apply
     refresh: Any  # (h, stats) -> cache
     h: Mapping[str, Any]  # traced hyperparameters as float64 scalars
+    # ranked families: k -> (h, state, ctx, keys, eligible, eps, t) -> (arms [B, k], per-slot
+    # propensity (index families) or uniform prefix probabilities, scores, first-slot probs)
+    rank: Any = None
 
 
 def _select_core(fam: Family, cfg: Mapping[str, Any], h, state, ctx, keys, elig, eps, t, base):
@@ -176,6 +181,8 @@ def _jitted(fam: Family, cfg_items: tuple, name: str):
         f = jax.jit(counted(upd), donate_argnums=(1,) if "donate" in name else ())
     elif name == "refresh":
         f = jax.jit(counted(partial(fam.refresh, cfg)))
+    elif name.startswith("rank_select:"):  # the list length k shapes the program
+        f = jax.jit(counted(partial(ranked.rank_core, fam, cfg, int(name.split(":")[1]))))
     else:  # pragma: no cover - internal names only
         raise KeyError(name)
     _JIT_MEMO[memo_key] = f
@@ -343,6 +350,8 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         if fam.host_mc:
             active, _ = _host_active(state)
             _mc_row(state, _digest(state), active.tobytes())
+        if rops is not None:
+            rops.warm(state)
 
     def _host_base(state: State, elig: np.ndarray | None, rows: int) -> np.ndarray:
         """Choice probabilities per row, Monte Carlo'd once per (stats, eligible set)."""
@@ -508,6 +517,20 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         t: Any = None,
         donate: bool = False,
     ) -> State:
+        if rops is not None:
+            x, a, r, w, p = rops.update_rows(state, contexts, arms, rewards, observed, propensity)
+            bucket = next_pow2(a.shape[0])
+            fn = k_update_donate if donate else k_update
+            return fn(
+                h,
+                state,
+                _pad_rows(x, bucket),
+                _pad_rows(a, bucket),
+                _pad_rows(r, bucket),
+                _pad_rows(w, bucket, 0.0),
+                _pad_rows(p, bucket, 1.0),
+                _pad_rows(_times(t, a.shape[0]), bucket),
+            )
         a = np.asarray(arms, dtype=np.int64)
         rows = int(a.shape[0])
         r = np.asarray(rewards, dtype=np.float64)
@@ -553,6 +576,23 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
             _pad_rows(_times(t, rows), bucket),
         )
 
+    rops: RankedOps | None = None
+    if fam.ranked:
+        rops = RankedOps(
+            fam,
+            Helpers(
+                cfg=cfg,
+                traced=traced,
+                h=h,
+                jitted=lambda name: _jitted(fam, cfg_items, name),
+                contexts=_contexts,
+                host_active=_host_active,
+                digest=_digest,
+                times=_times,
+                pad_rows=_pad_rows,
+            ),
+        )
+        select = rops.select  # type: ignore[assignment]
     kernels = Kernels(
         select=_jitted(fam, cfg_items, "select"),
         choose=_jitted(fam, cfg_items, "choose"),
@@ -561,6 +601,7 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
         update=k_update,
         refresh=k_refresh,
         h=h,
+        rank=(lambda k: _jitted(fam, cfg_items, f"rank_select:{int(k)}")) if fam.ranked else None,
     )
     hyper = {k: params[k] for k in fam.hypers}
     return Policy(

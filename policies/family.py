@@ -60,6 +60,17 @@ class Family:
     # (stats, eligible set) because numpy's gamma/beta samplers are ~50x faster than XLA's here.
     host_sampler: Any = None  # Callable[..., Any] | None; Any keeps call sites free of casts
     ranked: bool = False
+    # Ranked families (a list of k items per decision): update rows are [B, k] with an
+    # ``observed`` mask; "cascade" derives it from the clicks (slots after the first click are
+    # unobserved), "all" observes every slot.
+    observe: str = "all"
+    # Ranked, sampled: a custom in-kernel slate rule (cfg, h, state, ctx, keys, mask, t, k) ->
+    # (arms [B, k], scores [B, N]) replacing "top k of one draw" (in-slate TS).
+    rank: Any = None
+    # Ranked, sampled: (cfg, h_numpy, stats_numpy, cache_numpy, mask [N], ctx [N, d] | None, k)
+    # -> a model with ``prefix(arms [k]) -> P(a_1..a_j are the first j), j = 1..k`` and
+    # ``first() -> [N]``; built on the host once per (state, eligible set, context).
+    rank_model: Any = None
     merge: str = "sum"  # how two replicas' stats combine
     reward_kinds: tuple[str, ...] = REWARD_KINDS
     needs_propensity: bool = False
@@ -77,15 +88,10 @@ class Family:
             "doc": self.doc,
             "contextual": self.contextual,
             "ranked": self.ranked,
+            "feedback": _FEEDBACK[self.observe] if self.ranked else "one reward per decision",
             "merge": self.merge,
             "reward_kinds": list(self.reward_kinds),
-            "propensity": {
-                "argmax": "closed form (ties share mass)",
-                "dist": "closed form",
-                "sampled": "Monte Carlo once per (state, eligible set)"
-                if self.host_mc
-                else "integrated in-kernel",
-            }[self.kind],
+            "propensity": self._propensity_doc(),
             "needs_propensity": self.needs_propensity,
             "per_arm_contexts": self.per_arm_contexts,
             "hyperparameters": {
@@ -93,6 +99,26 @@ class Family:
                 for k, v in self.hypers.items()
             },
         }
+
+
+    def _propensity_doc(self) -> str:
+        if self.ranked:
+            if self.kind == "argmax":
+                return "per slot P(a_k | a_<k), closed form (ties share mass)"
+            return f"per slot P(a_k | a_<k), {self.extra.get('rank_probs', 'host model')}"
+        if self.kind == "sampled":
+            return (
+                "Monte Carlo once per (state, eligible set)"
+                if self.host_mc
+                else "integrated in-kernel"
+            )
+        return {"argmax": "closed form (ties share mass)", "dist": "closed form"}[self.kind]
+
+
+_FEEDBACK = {
+    "cascade": "per-slot clicks; slots after the first click are unobserved",
+    "all": "per-slot rewards; every slot observed",
+}
 
 
 def positive(x: Any) -> bool:

@@ -7,11 +7,13 @@ from typing import Any
 
 from .base import Policy
 from .builder import build
+from .cascade import CASCADE_KLUCB, CASCADE_LINTS, CASCADE_LINUCB, CASCADE_TS, CASCADE_UCB1
 from .classic import EPSILON_GREEDY, EXP3, UCB1
 from .diag import DIAG_LINUCB
 from .family import Family
 from .kernel import PAK_UCB, RFF_UCB
 from .linear import LIN_TS, LINUCB
+from .slate import SLATE_INSLATE_TS, SLATE_PBM_TS
 from .thompson import BETA_TS, GAUSSIAN_TS, NIG_TS
 
 _REGISTRY: dict[str, Family] = {}
@@ -27,6 +29,10 @@ def register(fam: Family) -> Family:
 for _f in (BETA_TS, GAUSSIAN_TS, NIG_TS, LIN_TS, UCB1, EPSILON_GREEDY, EXP3, LINUCB):
     register(_f)
 for _f in (DIAG_LINUCB, PAK_UCB, RFF_UCB):
+    register(_f)
+for _f in (CASCADE_UCB1, CASCADE_KLUCB, CASCADE_TS, CASCADE_LINUCB, CASCADE_LINTS):
+    register(_f)
+for _f in (SLATE_PBM_TS, SLATE_INSLATE_TS):
     register(_f)
 
 
