@@ -14,6 +14,17 @@ functions and used inside ``jax.lax.scan`` / ``jax.vmap``:
   ``key`` whatever the arm, so the reward every arm would have paid in a round is fixed by the
   round's key (``realize`` relies on this to replay rounds for numpy libraries).
 
+Ranked (slate) environments (``cascade`` -> ``CascadeClicks``, ``pbm`` -> ``PositionBased``)
+have ``ranked = True`` and ``slots`` (k, static). A ranked policy shows ``arms: int[k]``, k
+distinct items; ``observe`` is as above (the context is the item features ``[N, d]``, or shape
+``[0]``; ``means`` the items' attraction probabilities) and, instead of ``reward``:
+
+* ``slate_rewards(key, means, arms) -> float[k]`` -- per-slot clicks (0/1), a deterministic
+  function of ``key`` whatever the list (the cascade draws one uniform per item, the PBM one per
+  (item, slot)); a cascade pays at most one click and zeros after it.
+* ``slate_value(means, arms)`` -- the list's expected reward; ``best_value(means)`` -- the best
+  list's, so pseudo-regret is ``best_value - slate_value(arms)``.
+
 Constructors take a ``seed`` for the environment's own parameters (arm means, true ``theta``);
 the randomness of rounds comes from the run's seeds.
 
@@ -26,30 +37,36 @@ the randomness of rounds comes from the run's seeds.
 """
 
 from .arms import BernoulliArms, GaussianArms, bernoulli, gaussian
+from .cascade import CascadeClicks, cascade
 from .clusters import ClusterMatching, cluster_matching
 from .digits import Digits, digits
 from .env import Env
 from .linear import LinearDisjoint, LinearPerArm, linear_disjoint, linear_per_arm
 from .routing import PromptRouting, prompt_routing
 from .runner import Realization, Run, realize, round_keys, run, seed_keys, uniform
+from .slate import PositionBased, pbm
 
 __all__ = [
     "BernoulliArms",
+    "CascadeClicks",
     "ClusterMatching",
     "Digits",
     "Env",
     "GaussianArms",
     "LinearDisjoint",
     "LinearPerArm",
+    "PositionBased",
     "PromptRouting",
     "Realization",
     "Run",
     "bernoulli",
+    "cascade",
     "cluster_matching",
     "digits",
     "gaussian",
     "linear_disjoint",
     "linear_per_arm",
+    "pbm",
     "prompt_routing",
     "realize",
     "round_keys",

@@ -17,6 +17,9 @@ from scipy import integrate
 from scipy import stats as sps
 from scipy.special import betaln
 
+# Ranked families (lists of k items) have their own tests (test_policy_ranked.py).
+SINGLE = sorted(n for n, m in families().items() if not m["ranked"])
+
 
 def keys(n: int, scope: str) -> np.ndarray:
     return derive_keys(scope, [f"evt-{i}" for i in range(n)])
@@ -79,7 +82,7 @@ def test_epsilon_mixing_rule_ties_and_masks(setup):
     assert max_tied >= 2  # the cases above really exercise shared argmax mass
 
 
-@pytest.mark.parametrize("name", sorted(families()))
+@pytest.mark.parametrize("name", SINGLE)
 def test_epsilon_is_runtime_no_recompile(name):
     pol = make(name)
     contextual = families()[name]["contextual"]
@@ -101,7 +104,7 @@ def test_epsilon_is_runtime_no_recompile(name):
 
 # --- empirical frequencies over 20k decision keys --------------------------------------------
 
-CASES = [(name, {}) for name in sorted(families())] + [
+CASES = [(name, {}) for name in SINGLE] + [
     ("linucb", {"shared": True}),
     ("lin_ts", {"shared": True}),
 ]
