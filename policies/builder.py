@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import ranked
 from .base import (
     Meta,
     Policy,
@@ -28,7 +29,6 @@ from .base import (
     tie_probs,
     to_key_array,
 )
-from . import ranked
 from .family import Family
 from .ranked_ops import Helpers, RankedOps
 

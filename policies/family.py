@@ -100,7 +100,6 @@ class Family:
             },
         }
 
-
     def _propensity_doc(self) -> str:
         if self.ranked:
             if self.kind == "argmax":

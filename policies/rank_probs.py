@@ -101,9 +101,7 @@ class SampledRank:
 
     def __init__(self, lists: np.ndarray, n: int) -> None:
         self.m, self.k = lists.shape
-        self.counts = [
-            Counter(map(tuple, lists[:, : j + 1].tolist())) for j in range(self.k)
-        ]
+        self.counts = [Counter(map(tuple, lists[:, : j + 1].tolist())) for j in range(self.k)]
         self._first = np.bincount(lists[:, 0], minlength=n) / self.m
 
     def prefix(self, arms: np.ndarray) -> np.ndarray:

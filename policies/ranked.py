@@ -28,9 +28,7 @@ TIEBREAK_SALT = 0x7A1E  # separates the tie-break stream from the draws made wit
 
 def tiebreak(keys: Array, n: int) -> Array:
     """One uniform per item and row: the random order among equal scores (and of exploration)."""
-    return jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, TIEBREAK_SALT), (n,)))(
-        keys
-    )
+    return jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, TIEBREAK_SALT), (n,)))(keys)
 
 
 def top_k(scores: Array, mask: Array, noise: Array, k: int) -> Array:
@@ -80,7 +78,8 @@ def conditional(prefix: Array) -> Array:
 
 
 def rank_core(fam, cfg, k: int, h, state, ctx, keys, elig, eps, t):
-    """(arms [B, k], per-slot propensity or P_uniform prefix [B, k], scores [B, N], first [B, N])."""
+    """(arms [B, k], per-slot propensity (index families) or the P_uniform prefix (Thompson
+    families, finished on the host) [B, k], scores [B, N], first-slot probabilities [B, N])."""
     mask = state.meta.active[None, :] & elig
     n = mask.shape[-1]
     noise = tiebreak(keys, n)

@@ -170,9 +170,8 @@ class RankedOps:
             raise ValueError(f"arms: index out of range [0, {used})")
         if k > 1 and (np.diff(np.sort(a, axis=1), axis=1) == 0).any():
             raise ValueError("arms: a list shows each item at most once")
-        if "binary" in fam.reward_kinds and len(fam.reward_kinds) == 1:
-            if not np.isin(r, (0.0, 1.0)).all():
-                raise ValueError(f"rewards: family {fam.name!r} takes per-slot clicks 0 or 1")
+        if fam.reward_kinds == ("binary",) and not np.isin(r, (0.0, 1.0)).all():
+            raise ValueError(f"rewards: family {fam.name!r} takes per-slot clicks 0 or 1")
         if observed is None:
             w = observed_mask(fam, r)
         else:

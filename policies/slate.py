@@ -117,8 +117,11 @@ SLATE_PBM_TS = Family(
         "prior_a": Hyper(1.0, "Beta prior alpha_0", check=positive, rule="> 0"),
         "prior_b": Hyper(1.0, "Beta prior beta_0", check=positive, rule="> 0"),
         "positions": Hyper(
-            10, "slots with their own statistics (>= the slate size)", static=True,
-            check=positive_int, rule="an integer >= 1",
+            10,
+            "slots with their own statistics (>= the slate size)",
+            static=True,
+            check=positive_int,
+            rule="an integer >= 1",
         ),
         "kappa": Hyper(
             None,

@@ -40,7 +40,7 @@ from .arms import BernoulliArms, GaussianArms, bernoulli, gaussian
 from .cascade import CascadeClicks, cascade
 from .clusters import ClusterMatching, cluster_matching
 from .digits import Digits, digits
-from .env import Env
+from .env import Env, RankedEnv
 from .linear import LinearDisjoint, LinearPerArm, linear_disjoint, linear_per_arm
 from .routing import PromptRouting, prompt_routing
 from .runner import Realization, Run, realize, round_keys, run, seed_keys, uniform
@@ -57,6 +57,7 @@ __all__ = [
     "LinearPerArm",
     "PositionBased",
     "PromptRouting",
+    "RankedEnv",
     "Realization",
     "Run",
     "bernoulli",

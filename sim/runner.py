@@ -18,14 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 from banditd.policies import Policy, get
 
-from .env import Array, Env
+from .env import Array, Env, RankedEnv
 
 
 class Run(NamedTuple):
     regret: np.ndarray  # float[S, T]: cumulative pseudo-regret, sum of max_a means - means[arm]
     reward: np.ndarray  # float[S, T]: cumulative realized reward
-    arms: np.ndarray  # int[S, T]: chosen arm per round
-    propensity: np.ndarray  # float[S, T]: logged propensity of the choice (NaN if not computed)
+    arms: np.ndarray  # int[S, T] chosen arm per round (int[S, T, k] lists on slate environments)
+    # float[S, T]: logged propensity of the choice, the whole list's on slate environments (NaN
+    # if not computed)
+    propensity: np.ndarray
     compile_seconds: float  # lowering + compilation (a persistent-cache hit makes it small)
     run_seconds: float  # the compiled program alone, all seeds and rounds
 
@@ -59,6 +61,9 @@ class _Agent:
     update: Callable | None
     context: str  # "none" (non-contextual policy), "shared" ([1, d]) or "per_arm" ([1, N, d])
     mc_free: bool  # sampled family whose propensity is not needed: skip computing it
+    ranked: int = 0  # list length k for ranked families (slate environments); 0 = one arm
+    observe: str = "all"  # ranked feedback: "cascade" leaves slots after the first click unseen
+    exact_props: bool = True  # ranked: the kernel's per-slot propensities are the final ones
 
 
 def _batch_context(agent: _Agent, ctx: Array, cap: int, n: int) -> Array:
@@ -103,6 +108,36 @@ def _learn(agent: _Agent, h, state, ctx, arm, r, prop, t):
     return agent.update(h, state, x, arm[None], r[None], one, p[None], tt)
 
 
+def _act_ranked(agent: _Agent, h, state, n: int, ctx, key, t, eps):
+    k = agent.ranked
+    if agent.select is None:  # uniform random ordered k-subset
+        return jax.random.permutation(key, n)[:k], jnp.asarray(1.0)
+    cap = state.meta.active.shape[0]
+    elig = (jnp.arange(cap) < n)[None, :]
+    c = _batch_context(agent, ctx, cap, n)
+    tt = jnp.full((1,), t, jnp.float64)
+    arms, prop, _, _ = agent.select(h, state, c, key[None], elig, eps, tt)
+    # Thompson families finish their list probabilities on the host: none are logged here.
+    p = jnp.prod(prop[0]) if agent.exact_props else jnp.asarray(jnp.nan)
+    return arms[0], p
+
+
+def _learn_ranked(agent: _Agent, h, state, ctx, arms, r, t):
+    if agent.update is None:
+        return state
+    x = jnp.zeros((1, 0)) if agent.context == "none" else ctx[arms][None]
+    w = observed_mask(agent.observe, r)
+    tt = jnp.full((1,), t, jnp.float64)
+    return agent.update(h, state, x, arms[None], r[None], w[None], jnp.ones((1,)), tt)
+
+
+def observed_mask(observe: str, r: Array) -> Array:
+    if observe == "cascade":
+        clicked = r > 0
+        return ((jnp.cumsum(clicked) - clicked) == 0).astype(jnp.float64)
+    return jnp.ones(r.shape, jnp.float64)
+
+
 _PROGRAMS: dict[tuple[_Agent, int], Any] = {}
 
 
@@ -110,6 +145,8 @@ def _program(agent: _Agent, T: int):
     key = (agent, T)
     if key in _PROGRAMS:
         return _PROGRAMS[key]
+    if agent.ranked:
+        return _program_ranked(agent, T)
 
     def one_seed(h, state0, env: Env, seed_key, eps):
         n = env.n_arms
@@ -130,7 +167,30 @@ def _program(agent: _Agent, T: int):
     return prog
 
 
-def _execute(agent: _Agent, h, state0, env: Env, T: int, seeds: Sequence[int], eps: float) -> Run:
+def _program_ranked(agent: _Agent, T: int):
+    def one_seed(h, state0, env, seed_key, eps):
+        n = env.n_arms
+
+        def body(state, t):
+            k_obs, k_pol, k_rew = round_keys(seed_key, t)
+            ctx, means = env.observe(k_obs, t)
+            arms, prop = _act_ranked(agent, h, state, n, ctx, k_pol, t, eps)
+            r = env.slate_rewards(k_rew, means, arms)
+            state = _learn_ranked(agent, h, state, ctx, arms, r, t)
+            gap = env.best_value(means) - env.slate_value(means, arms)
+            return state, (arms, r.sum(), gap, prop)
+
+        _, (arms, r, gap, prop) = jax.lax.scan(body, state0, jnp.arange(T))
+        return jnp.cumsum(gap), jnp.cumsum(r), arms, prop
+
+    prog = jax.jit(jax.vmap(one_seed, in_axes=(None, None, None, 0, None)))
+    _PROGRAMS[(agent, T)] = prog
+    return prog
+
+
+def _execute(
+    agent: _Agent, h, state0, env: Env | RankedEnv, T: int, seeds: Sequence[int], eps: float
+) -> Run:
     if int(T) < 1:
         raise ValueError(f"T: must be >= 1, got {T}")
     keys = seed_keys(seeds)
@@ -144,12 +204,18 @@ def _execute(agent: _Agent, h, state0, env: Env, T: int, seeds: Sequence[int], e
     return Run(regret, reward, arms, prop, t1 - t0, t2 - t1)
 
 
+def _slots(env: Env | RankedEnv) -> int:
+    if not isinstance(env, RankedEnv):
+        raise ValueError(f"env: {env.name!r} is not a slate environment")
+    return int(env.slots)
+
+
 # --- public entry points -----------------------------------------------------------------------
 
 
 def run(
     policy: Policy,
-    env: Env,
+    env: Env | RankedEnv,
     T: int,
     seeds: Sequence[int],
     *,
@@ -166,8 +232,10 @@ def run(
     ``kernels.choose``.
     """
     fam = get(policy.family)
-    if fam.ranked:
-        raise ValueError(f"policy: ranked family {fam.name!r} needs a slate environment")
+    ranked_env = bool(getattr(env, "ranked", False))
+    if fam.ranked != ranked_env:
+        kind = "a slate (ranked) environment" if fam.ranked else "a single-arm environment"
+        raise ValueError(f"env: family {fam.name!r} needs {kind}; {env.name!r} is not one")
     if not 0.0 <= float(epsilon) <= 1.0:
         raise ValueError(f"epsilon: must be in [0, 1], got {epsilon}")
     if env.reward_kind not in fam.reward_kinds:
@@ -185,6 +253,19 @@ def run(
     else:
         context = "none"
     k = policy.kernels
+    if fam.ranked:
+        agent = _Agent(
+            choose=None,
+            select=k.rank(_slots(env)),
+            update=k.update,
+            context=context,
+            mc_free=False,
+            ranked=_slots(env),
+            observe=fam.observe,
+            exact_props=fam.kind == "argmax",
+        )
+        state0 = policy.init(env.n_arms, env.dim if fam.contextual else None)
+        return _execute(agent, k.h, state0, env, T, seeds, epsilon)
     agent = _Agent(
         choose=k.choose,
         select=k.select,
@@ -196,9 +277,11 @@ def run(
     return _execute(agent, k.h, state0, env, T, seeds, epsilon)
 
 
-def uniform(env: Env, T: int, seeds: Sequence[int]) -> Run:
-    """The uniform-random baseline on the same rounds as ``run`` with the same seeds."""
-    agent = _Agent(choose=None, select=None, update=None, context="none", mc_free=False)
+def uniform(env: Env | RankedEnv, T: int, seeds: Sequence[int]) -> Run:
+    """The uniform-random baseline on the same rounds as ``run`` with the same seeds (a random
+    ordered list of ``env.slots`` items on slate environments)."""
+    k = _slots(env) if getattr(env, "ranked", False) else 0
+    agent = _Agent(choose=None, select=None, update=None, context="none", mc_free=False, ranked=k)
     return _execute(agent, {}, jnp.zeros(()), env, T, seeds, 0.0)
 
 

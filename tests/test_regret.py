@@ -25,6 +25,11 @@ ENVS = {
     "linear_per_arm": lambda: sim.linear_per_arm(10, 10, seed=0),
     "prompt_routing": lambda: sim.prompt_routing(4, 2, seed=0),
     "cluster_matching": lambda: sim.cluster_matching(10, 20, seed=0),
+    # slate environments (lists of 4): Kveton et al.'s cascade set-up and a position-based model
+    "cascade": lambda: sim.cascade(16, 4, seed=0),
+    "pbm": lambda: sim.pbm(16, 4, seed=0),
+    "cascade_linear": lambda: sim.cascade(32, 4, dim=5, seed=0),
+    "pbm_linear": lambda: sim.pbm(32, 4, dim=5, seed=0),
 }
 
 # (family, hyperparameters, environment). EXP3's automatic gamma needs a bound on total reward;
@@ -45,6 +50,14 @@ CASES = [
     # and window keep the 10 x 5,000 rounds at a few seconds
     ("rff_ucb", {"n_features": 64, "bandwidth": 0.5}, "prompt_routing"),
     ("pak_ucb", {"window": 128, "bandwidth": 0.5}, "prompt_routing"),
+    ("cascade_ucb1", {}, "cascade"),
+    ("cascade_klucb", {}, "cascade"),
+    ("cascade_ts", {}, "cascade"),
+    ("cascade_linucb", {}, "cascade_linear"),
+    ("cascade_lints", {}, "cascade_linear"),
+    ("slate_pbm_ts", {}, "pbm"),
+    ("slate_pbm_ts", {"kappa": [1.0, 0.57, 0.41, 0.33], "positions": 4}, "pbm"),
+    ("slate_inslate_ts", {}, "pbm_linear"),
 ]
 
 
@@ -60,7 +73,8 @@ def uniform_regret(name: str) -> np.ndarray:
 
 @cache
 def policy_regret(family: str, hyper: tuple, env_name: str) -> np.ndarray:
-    return sim.run(make(family, **dict(hyper)), env(env_name), T, SEEDS).regret[:, -1]
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in hyper}
+    return sim.run(make(family, **params), env(env_name), T, SEEDS).regret[:, -1]
 
 
 def upper_bound(mine: np.ndarray, base: np.ndarray) -> float:
@@ -77,10 +91,14 @@ def test_every_family_has_a_regret_case():
 @pytest.mark.parametrize(
     ("family", "hyper", "env_name"),
     CASES,
-    ids=[f"{f}-{e}" + ("-shared" if h.get("shared") else "") for f, h, e in CASES],
+    ids=[
+        f"{f}-{e}" + ("-shared" if h.get("shared") else "") + ("-kappa" if "kappa" in h else "")
+        for f, h, e in CASES
+    ],
 )
 def test_regret_at_most_half_of_uniform(family, hyper, env_name):
-    mine = policy_regret(family, tuple(sorted(hyper.items())), env_name)
+    hyper_key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in hyper.items()))
+    mine = policy_regret(family, hyper_key, env_name)
     base = uniform_regret(env_name)
     upper = upper_bound(mine, base)
     assert upper < 0, (

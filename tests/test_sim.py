@@ -217,3 +217,34 @@ def test_non_contextual_policy_may_ignore_contexts():
     res = sim.run(make("ucb1"), sim.digits(), 1000, [0])
     accuracy = res.reward[0, -1] / 1000
     assert 0.05 < accuracy < 0.2, accuracy  # blind to the image: no better than one class
+
+
+# --- slate environments through the runner ---------------------------------------------------
+
+
+def test_ranked_runs_record_lists_propensities_and_regret():
+    env = sim.cascade(8, 3, seed=1)
+    res = sim.run(make("cascade_ucb1"), env, 200, seeds=range(2), epsilon=0.1)
+    assert res.arms.shape == (2, 200, 3)
+    # every list shows distinct items
+    assert (np.sort(res.arms, axis=2)[:, :, 1:] != np.sort(res.arms, axis=2)[:, :, :-1]).all()
+    # index families log the whole list's probability: at least the uniform share eps * 5!/8!
+    assert (res.propensity >= 0.1 / (8 * 7 * 6) - 1e-12).all() and (res.propensity <= 1).all()
+    assert (np.diff(res.regret, axis=1) >= -1e-12).all()  # pseudo-regret never decreases
+    # Thompson lists finish their probabilities on the host: the scan logs none
+    ts = sim.run(make("cascade_ts"), env, 50, seeds=[0])
+    assert np.isnan(ts.propensity).all()
+
+
+def test_ranked_and_single_arm_pairs_are_checked():
+    with pytest.raises(ValueError, match="env: family 'cascade_ts' needs a slate"):
+        sim.run(make("cascade_ts"), sim.bernoulli(5, seed=0), 10, seeds=[0])
+    with pytest.raises(ValueError, match="env: family 'ucb1' needs a single-arm"):
+        sim.run(make("ucb1"), sim.cascade(5, 2, seed=0), 10, seeds=[0])
+
+
+def test_uniform_lists_on_slate_environments():
+    env = sim.pbm(6, 2, seed=0)
+    res = sim.uniform(env, 3000, seeds=[0])
+    first = np.bincount(res.arms[0, :, 0], minlength=6) / 3000
+    assert np.abs(first - 1 / 6).max() < 4 * np.sqrt(1 / 6 * 5 / 6 / 3000)
