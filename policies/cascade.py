@@ -107,6 +107,12 @@ def _ts_scores(cfg, h, state, ctx, keys, mask, t):
     return jax.vmap(lambda k: jax.random.beta(k, a, b))(keys)
 
 
+def _ts_host_draw(cfg, h, stats, cache, rng):
+    return rng.beta(
+        h["prior_a"] + stats["c"], h["prior_b"] + np.maximum(stats["n"] - stats["c"], 0.0)
+    )
+
+
 def _ts_model(cfg, h, stats, cache, mask, ctx, k, seed):
     a = h["prior_a"] + stats["c"]
     b = h["prior_b"] + np.maximum(stats["n"] - stats["c"], 0.0)
@@ -243,7 +249,11 @@ CASCADE_TS = Family(
     refresh=no_cache,
     scores=_ts_scores,
     rank_model=_ts_model,
-    extra={"rank_probs": "exact (quadrature over the Beta posteriors)", "k_dependent": False},
+    extra={
+        "rank_probs": "exact (quadrature over the Beta posteriors)",
+        "k_dependent": False,
+        "host_draw": _ts_host_draw,
+    },
 )
 
 CASCADE_LINUCB = Family(

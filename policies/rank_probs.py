@@ -57,31 +57,30 @@ class BetaRank:
         self.log_all = self.log_cdf.sum(axis=0)  # log prod_{eligible} F(x) at the edges
         self._first: np.ndarray | None = None
 
-    def _rest(self, log_rest: np.ndarray, empty: bool) -> np.ndarray:
-        """P(every remaining item < the value), averaged over each bin's edges."""
-        if empty:
-            return np.ones(self.mass.shape[1])
+    def _rest(self, log_rest: np.ndarray, empty: np.ndarray | bool) -> np.ndarray:
+        """P(every remaining item < the value), averaged over each bin's edges ([..., G])."""
         edge = np.exp(log_rest)
-        edge[0] = 0.0  # every remaining item is above 0 almost surely
-        return 0.5 * (edge[:-1] + edge[1:])
+        edge[..., 0] = 0.0  # every remaining item is above 0 almost surely
+        mid = 0.5 * (edge[..., :-1] + edge[..., 1:])
+        return np.where(np.asarray(empty)[..., None], 1.0, mid) if np.any(empty) else mid
 
     def prefix(self, arms: np.ndarray) -> np.ndarray:
         rows = self.pos[np.asarray(arms)]
         if (rows < 0).any():
             raise ValueError("arms: the list names an item outside the eligible set")
         k, e = rows.size, self.items.size
+        # the rest after each prefix, for all prefix lengths at once: [k, G]
+        log_rest = self.log_all[None, :] - np.cumsum(self.log_cdf[rows], axis=0)
+        rest = self._rest(log_rest, np.arange(1, k + 1) == e)
+        mass = self.mass[rows]
         out = np.empty(k)
-        log_rest = self.log_all.copy()
-        chain = np.empty(0)
-        for j, r in enumerate(rows):
-            log_rest -= self.log_cdf[r]
-            if j == 0:
-                chain = self.mass[r].copy()
-            else:
-                # P(earlier chain above bin g): mass in higher bins, plus half of bin g's own.
-                above = np.cumsum(chain[::-1])[::-1] - 0.5 * chain
-                chain = self.mass[r] * above
-            out[j] = float(chain @ self._rest(log_rest, j + 1 == e))
+        chain = mass[0]
+        out[0] = chain @ rest[0]
+        for j in range(1, k):
+            # P(earlier chain above bin g): mass in higher bins, plus half of bin g's own.
+            above = np.cumsum(chain[::-1])[::-1] - 0.5 * chain
+            chain = mass[j] * above
+            out[j] = chain @ rest[j]
         return out
 
     def first(self) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import SelectOutput, State, next_pow2, to_key_array
+from .base import SelectOutput, State, key_uniform_host, next_pow2, to_key_array
 from .family import Family
 from .ranked import conditional, observed_mask
 
@@ -40,6 +40,7 @@ class RankedOps:
         self.fam, self.hp = fam, hp
         self._models: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._stats_memo: tuple[bytes, dict, dict] = (b"", {}, {})
 
     # --- select --------------------------------------------------------------------------
 
@@ -83,6 +84,9 @@ class RankedOps:
             raise ValueError(
                 f"eligible: row {i} has {int(elig[i].sum())} active eligible items; k is {k}"
             )
+        host_draw = fam.extra.get("host_draw")
+        if host_draw is not None:
+            return self._host_select(state, keys_np, elig, float(epsilon), k, host_draw)
         bucket = next_pow2(rows)
         fn = hp.jitted(f"rank_select:{k}")
         out = fn(
@@ -108,6 +112,53 @@ class RankedOps:
             n_e = max(int(elig[i].sum()), 1)
             first[i] = np.where(elig[i], (1.0 - eps) * model.first() + eps / n_e, 0.0)
         return SelectOutput(arms, conditional(prefix), scores, first)
+
+    def _host_select(
+        self, state: State, keys_np: np.ndarray, elig: np.ndarray, eps: float, k: int, draw
+    ) -> SelectOutput:
+        """Thompson lists of Beta families with numpy: Beta draws of 1,000 items cost ~1 ms per
+        row in XLA here and ~40 us in numpy. Same distribution as the kernel (which simulators
+        use); the draws are a pure function of the row key (Philox keyed by it), so a decision
+        replays."""
+        hp = self.hp
+        rows, cap = elig.shape
+        stats = self._host_stats(state)
+        arms = np.empty((rows, k), np.int64)
+        scores = np.empty((rows, cap))
+        prefix = np.empty((rows, k))
+        first = np.empty((rows, cap))
+        for i in range(rows):
+            k0, k1 = int(keys_np[i, 0]), int(keys_np[i, 1])
+            rng = np.random.Generator(np.random.Philox(key=(k0 << 32) | k1))
+            s = draw(hp.cfg, hp.traced, stats, self._host_cache(state), rng)
+            scores[i] = s
+            m = elig[i]
+            items = np.flatnonzero(m)
+            if key_uniform_host(k0, k1) < eps:
+                arms[i] = rng.permutation(items)[:k]
+            else:
+                top = items[np.argpartition(-s[items], k - 1)[:k]]
+                arms[i] = top[np.argsort(-s[top], kind="stable")]
+            model = self.model(state, m, None, k)
+            e = items.size
+            unif = np.cumprod(1.0 / (e - np.arange(k)))
+            prefix[i] = (1.0 - eps) * model.prefix(arms[i]) + eps * unif
+            first[i] = np.where(m, (1.0 - eps) * model.first() + eps / e, 0.0)
+        return SelectOutput(arms, conditional(prefix), scores, first)
+
+    def _host_stats(self, state: State) -> dict[str, np.ndarray]:
+        d = self.hp.digest(state)
+        if self._stats_memo[0] != d:
+            self._stats_memo = (
+                d,
+                {n: np.asarray(v) for n, v in state.stats.items()},
+                {n: np.asarray(v) for n, v in state.cache.items()},
+            )
+        return self._stats_memo[1]
+
+    def _host_cache(self, state: State) -> dict[str, np.ndarray]:
+        self._host_stats(state)
+        return self._stats_memo[2]
 
     def model(self, state: State, mask: np.ndarray, ctx: np.ndarray | None, k: int) -> Any:
         """The family's prefix-probability model for (state, eligible set, context), memoized."""

@@ -83,6 +83,10 @@ def _pbm_scores(cfg, h, state, ctx, keys, mask, t):
     return jax.vmap(lambda k: jax.random.beta(k, a, b))(keys)
 
 
+def _pbm_host_draw(cfg, h, stats, cache, rng):
+    return rng.beta(cache["a"], cache["b"])
+
+
 def _pbm_model(cfg, h, stats, cache, mask, ctx, k, seed):
     return BetaRank(cache["a"], cache["b"], mask)
 
@@ -135,7 +139,11 @@ SLATE_PBM_TS = Family(
     scores=_pbm_scores,
     rank_model=_pbm_model,
     validate=_pbm_validate,
-    extra={"rank_probs": "exact (quadrature over the Beta posteriors)", "k_dependent": False},
+    extra={
+        "rank_probs": "exact (quadrature over the Beta posteriors)",
+        "k_dependent": False,
+        "host_draw": _pbm_host_draw,
+    },
 )
 
 
