@@ -56,6 +56,10 @@ class ArmSpec:
 class Reward:
     """A reward for a decided event id.
 
+    Ranked families (cascades, slates) learn from ``slot_values``: one value per arm of the
+    decision, in the order given (cascades and PBM: clicks 0 or 1; a cascade's slots after the
+    first click count as not examined); ``value`` is then the slate's reward, logged as sent.
+    Single-arm families take ``value`` only.
     ``reward_id`` makes a retried report idempotent; the client fills in a UUIDv7 when empty.
     """
 
@@ -68,7 +72,8 @@ class Reward:
 
 @dataclass(frozen=True)
 class Observation:
-    """A direct observation (warm start, back-fill): the arm(s) shown and the reward(s) seen.
+    """A direct observation (warm start, back-fill): the arm(s) shown and the reward(s) seen
+    (ranked families: the list in order and one reward per arm).
 
     ``context`` is dense (a vector) or sparse (``{index: value}``) or None for non-contextual
     families; ``arm_features`` maps arm id to its feature vector for this observation.

@@ -8,14 +8,18 @@ the state that was published (the same rows in the same buckets give the same fl
 from __future__ import annotations
 
 import logging
+import math
 import threading
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 from banditd import policies
 from banditd.policies import Meta, State
+from banditd.policies.family import Family
 from banditd.store import rows, serialize
 from banditd.store.eventlog import EventLog
 from banditd.store.packing import unpack_f64, unpack_i32
@@ -44,6 +48,12 @@ def compile_policy(config: dict[str, Any], policy: policies.Policy, n_arms: int)
     fam = policies.get(config["family"])
     st = fresh_state(config, policy, max(n_arms, 1), 1, 0)
     cap = int(np.shape(st.meta.active)[0])
+    if fam.ranked:
+        k = max(1, int(config["slate_size"]))
+        xr = np.zeros((1, cap, config["policy_dim"])) if fam.contextual else None
+        policy.select(st, xr, np.zeros((1, 2), np.uint32), k=k)
+        policy.update(st, xr, np.arange(k)[None, :], np.zeros((1, k)))
+        return
     x = None
     if fam.contextual:
         d = config["policy_dim"]
@@ -89,6 +99,8 @@ def _arm_vector(rt: Runtime, slot: int, slots: bytes | None, feats: bytes | None
 def apply_batch(rt: Runtime, state: State, batch: Sequence[rows.Pending]) -> State:
     """The state after one learner batch; rows that must not train are consumed, not learned."""
     fam = policies.get(rt.config["family"])
+    if fam.ranked:
+        return _apply_ranked(rt, fam, state, batch)
     train_holdout = rt.config["reward"]["train_on_holdout"]
     xs, arms, rewards, props = [], [], [], []
     for p in batch:
@@ -121,6 +133,136 @@ def apply_batch(rt: Runtime, state: State, batch: Sequence[rows.Pending]) -> Sta
         np.asarray(rewards),
         propensity=np.asarray(props) if fam.needs_propensity else None,
     )
+
+
+# Ranked rows consumed without training because their logged data cannot be applied (a list
+# or per-slot rewards the policy rejects), by experiment id; each batch with some is logged.
+UNAPPLIABLE: Counter[int] = Counter()
+# Per-item feature tensors [rows, capacity, d] of one ranked update call stay below this many
+# floats: a learner batch of large lists over many arms is applied in consecutive chunks.
+RANKED_CHUNK_FLOATS = 1 << 22
+
+
+@dataclass(frozen=True)
+class _RankedRow:
+    chosen: tuple[int, ...]
+    rewards: tuple[float, ...]
+    items: np.ndarray | None  # [k, policy_dim]: the shown items' feature rows (linear families)
+
+
+def _ranked_problem(
+    fam: Family,
+    chosen: tuple[int, ...],
+    rewards: tuple[float, ...],
+    used: int,
+    positions: Any,
+) -> str | None:
+    """Why a logged list with its per-slot rewards cannot train ``fam``; None when it can."""
+    if not chosen:
+        return "no arms"
+    if len(rewards) != len(chosen):
+        return f"{len(rewards)} slot rewards for {len(chosen)} arms"
+    if min(chosen) < 0 or max(chosen) >= used:
+        return f"arm slot outside [0, {used})"
+    if len(set(chosen)) != len(chosen):
+        return "an arm repeats in the list"
+    if positions is not None and len(chosen) > int(positions):
+        return f"{len(chosen)} slots is more than the policy's {int(positions)} positions"
+    if not all(math.isfinite(r) for r in rewards):
+        return "a slot reward is not finite"
+    if fam.reward_kinds == ("binary",) and any(r not in (0.0, 1.0) for r in rewards):
+        return "a slot reward is not 0 or 1"
+    return None
+
+
+def _item_rows(
+    rt: Runtime,
+    chosen: tuple[int, ...],
+    ctx: bytes | None,
+    idx: bytes | None,
+    slots: bytes | None,
+    feats: bytes | None,
+) -> np.ndarray:
+    """[k, policy_dim]: the context followed by each shown item's features, as Select built them
+    (``Runtime.policy_rows``: static features with the request's overrides)."""
+    x = _vector(rt, ctx, idx)
+    if x.shape != (rt.config["dim"],):
+        raise ValueError(f"context has {x.shape[0]} values, expected {rt.config['dim']}")
+    arm = np.stack([_arm_vector(rt, s, slots, feats) for s in chosen])
+    out = np.concatenate([np.broadcast_to(x, (len(chosen), x.shape[0])), arm], axis=1)
+    if out.shape[1] != rt.config["policy_dim"] or not np.isfinite(out).all():
+        raise ValueError("item features do not match the experiment's feature schema")
+    return out
+
+
+def _apply_ranked(
+    rt: Runtime, fam: Family, state: State, batch: Sequence[rows.Pending]
+) -> State:
+    """Ranked families: [B, k] lists with per-slot rewards, one update call per list length
+    (and per chunk of per-item features); the batch still counts as one version."""
+    version = int(state.meta.version)
+    reward_cfg = rt.config["reward"]
+    used = int(state.meta.n_arms)
+    positions = rt.policy.hyper.get("positions")
+    groups: dict[int, list[_RankedRow]] = {}
+    bad: list[str] = []
+    for p in batch:
+        fb = p.feedback
+        if fb.kind == "observation":
+            chosen = fb.chosen
+            src = (fb.context, fb.sparse_indices, fb.arm_feature_slots, fb.arm_features)
+        else:
+            d = p.decision
+            if d is None or d.revision != rt.revision or (
+                d.holdout and not reward_cfg["train_on_holdout"]
+            ):
+                continue
+            chosen = d.chosen
+            src = (d.context, d.sparse_indices, d.arm_feature_slots, d.arm_features)
+        rewards = fb.slot_rewards
+        if not rewards and fb.kind == "default":
+            # A window closed without feedback: the default applies to every slot (for a
+            # cascade, a default 0 is "no click": every slot examined and skipped).
+            rewards = (float(fb.reward),) * len(chosen)
+        why = _ranked_problem(fam, chosen, rewards, used, positions)
+        items = None
+        if why is None and fam.contextual:
+            try:
+                items = _item_rows(rt, chosen, *src)
+            except (ValueError, IndexError) as e:
+                why = f"item features: {e}"
+        if why is not None:
+            bad.append(f"seq {fb.seq}: {why}")
+            continue
+        groups.setdefault(len(chosen), []).append(_RankedRow(chosen, rewards, items))
+    cap = int(np.shape(state.meta.active)[0])
+    dim = int(rt.config["policy_dim"])
+    step = len(batch) or 1
+    if fam.contextual:
+        fit = max(1, RANKED_CHUNK_FLOATS // max(cap * dim, 1))
+        step = 1 << (fit.bit_length() - 1)  # a power of two: the policy pads rows to one anyway
+    for k in sorted(groups):
+        group = groups[k]
+        for start in range(0, len(group), step):
+            part = group[start : start + step]
+            arms = np.asarray([r.chosen for r in part], dtype=np.int64)
+            x = None
+            if fam.contextual:
+                x = np.zeros((len(part), cap, dim))
+                for b, r in enumerate(part):
+                    x[b, list(r.chosen)] = r.items
+            try:
+                state = rt.policy.update(
+                    state, x, arms, np.asarray([r.rewards for r in part], dtype=np.float64)
+                )
+            except ValueError as e:  # checked above; never let one bad chunk stop the learner
+                bad.extend(f"update of {len(part)} lists of {k}: {e}" for _ in part)
+    if bad:
+        UNAPPLIABLE[rt.exp.id] += len(bad)
+        log.warning(
+            "%s: %d feedback rows consumed without training (first: %s)", rt.key, len(bad), bad[0]
+        )
+    return _at_version(state, version + 1)
 
 
 class Registry:

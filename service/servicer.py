@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 from banditd import policies
 from banditd.clients.ids import new_event_id
+from banditd.policies.family import Family
 from banditd.store import errors as store_errors
 from banditd.store import rows
 from banditd.store.packing import pack_f64, pack_i32
@@ -28,7 +29,7 @@ from google.protobuf import struct_pb2
 
 from . import spec
 from .config import ServerConfig
-from .errors import ServiceError, invalid, not_found, precondition, unimplemented
+from .errors import ServiceError, invalid, not_found, precondition
 from .learner import Learner
 from .orphans import SKEW_S, CrashWindows, uuid7_time
 from .registry import Registry, compile_policy, fresh_state, sync_arms
@@ -258,6 +259,9 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 given = spec.struct_to_dict(request.hyperparameters)
                 merged = {**new_hyper, **given}
                 new_hyper = spec.resolve_hyper("hyperparameters", config["family"], merged)
+                spec.check_slate(
+                    "hyperparameters.positions", config["family"], new_hyper, config["slate_size"]
+                )
             existing = {a.arm_id for a in rt.arms}
             new_arms = spec.parse_arms(
                 "add_arms", request.add_arms, config["arm_feature_dim"], existing
@@ -475,6 +479,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
         now: float,
     ) -> dict[int, rows.Decision]:
         cfg = rt.config
+        ranked = policies.get(cfg["family"]).ranked
+        k = max(1, int(cfg["slate_size"])) if ranked else 1
         hold_frac = cfg["holdout_fraction"]
         items = request.items
         holdout = []
@@ -483,23 +489,35 @@ class Servicer(pb_grpc.BanditServiceServicer):
             key = unit if unit else event_ids[i]
             holdout.append(hold_frac > 0 and unit_hash(f"{rt.exp.id}:holdout", key) < hold_frac)
         keys = policies.derive_keys(rt.scope, [event_ids[i] for i in todo])
-        chosen = np.zeros(len(todo), np.int64)
-        props = np.zeros(len(todo))
+        # [rows, k]: the arm slots of each decision in order, and P(a_j | a_<j) per slot
+        chosen = np.zeros((len(todo), k), np.int64)
+        props = np.zeros((len(todo), k))
         pol_rows = [j for j, h in enumerate(holdout) if not h]
         if pol_rows:
             idx = [todo[j] for j in pol_rows]
             ctx = np.stack([dense_rows[i] for i in idx]) if cfg["dim"] else np.zeros((len(idx), 0))
             x = rt.policy_rows(ctx, [feats[i] for i in idx] if feats is not None else None)
             eligible = np.stack([elig_rows[i] for i in idx])
-            out = rt.policy.select(state, x, keys[pol_rows], eligible, epsilon=cfg["epsilon"])
-            chosen[pol_rows] = out.arms
-            props[pol_rows] = out.propensity
+            if ranked:
+                out = rt.policy.select(
+                    state, x, keys[pol_rows], eligible, epsilon=cfg["epsilon"], k=k
+                )
+                chosen[pol_rows] = out.arms
+                props[pol_rows] = out.propensity
+            else:
+                out = rt.policy.select(state, x, keys[pol_rows], eligible, epsilon=cfg["epsilon"])
+                chosen[pol_rows, 0] = out.arms
+                props[pol_rows, 0] = out.propensity
         for j, h in enumerate(holdout):
             if h:  # uniform over the eligible arms, from the decision's own key
                 slots = np.nonzero(elig_rows[todo[j]])[0]
                 rng = np.random.default_rng(keys[j].astype(np.uint64))
-                chosen[j] = slots[rng.integers(slots.size)]
-                props[j] = 1.0 / slots.size
+                if ranked:  # a uniformly random ordered k-subset: 1/E, 1/(E-1), ...
+                    chosen[j] = rng.choice(slots, size=k, replace=False)
+                    props[j] = 1.0 / (slots.size - np.arange(k))
+                else:
+                    chosen[j, 0] = slots[rng.integers(slots.size)]
+                    props[j, 0] = 1.0 / slots.size
         window = cfg["reward"]["wait_window_s"]
         version = int(state.meta.version)
         decided: dict[int, rows.Decision] = {}
@@ -513,8 +531,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 event_id=event_ids[i],
                 revision=rt.revision,
                 version=version,
-                chosen=(int(chosen[j]),),
-                slot_propensities=(float(props[j]),),
+                chosen=tuple(int(c) for c in chosen[j]),
+                slot_propensities=tuple(float(p) for p in props[j]),
                 created_at=now,
                 context=pack_f64(ctx_vals[i]) if ctx_vals[i].size else None,
                 sparse_indices=None if ctx_idx[i] is None else pack_i32(ctx_idx[i]),
@@ -574,14 +592,32 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 f"{prefix}rewards",
                 f"{n} rewards and observations is above the limit of {self.config.max_items}",
             )
+        ranked = fam.ranked
         ids = []
         for i, r in enumerate(request.rewards):
             f = f"{prefix}rewards[{i}]"
             if not r.event_id:
                 raise invalid(f"{f}.event_id", "is required")
-            spec.check_reward(f"{f}.value", r.value, reward_kind)
-            if r.slot_values:
-                raise unimplemented(f"{f}.slot_values", "per-slot rewards need a slate family")
+            if ranked:
+                # value is the slate reward, logged as sent (e.g. clicked anywhere, or a count);
+                # the policy learns from the per-slot values.
+                spec.finite(f"{f}.value", r.value)
+                if not r.slot_values:
+                    raise invalid(
+                        f"{f}.slot_values",
+                        f"family {fam.name!r} ranks arms: send one value per arm of the "
+                        "decision, in order",
+                    )
+                for j, v in enumerate(r.slot_values):
+                    spec.check_reward(f"{f}.slot_values[{j}]", v, reward_kind)
+            else:
+                spec.check_reward(f"{f}.value", r.value, reward_kind)
+                if r.slot_values:
+                    raise invalid(
+                        f"{f}.slot_values",
+                        "per-slot rewards need a ranked family (slate_size > 1); "
+                        f"{fam.name!r} chooses one arm",
+                    )
             for key, val in r.metrics.items():
                 if not math.isfinite(val):
                     raise invalid(f"{f}.metrics[{key!r}]", "must be finite")
@@ -597,6 +633,14 @@ class Servicer(pb_grpc.BanditServiceServicer):
                         f"{prefix}rewards[{i}].event_id", f"no decision {r.event_id!r} in {rt.key}"
                     )
                 kind = "orphan"  # issued, but its decision row was lost in a crash
+            if ranked:
+                want = len(d.chosen) if d is not None else max(1, int(cfg["slate_size"]))
+                if len(r.slot_values) != want:
+                    raise invalid(
+                        f"{prefix}rewards[{i}].slot_values",
+                        f"expected {want} values (one per arm of the decision), "
+                        f"got {len(r.slot_values)}",
+                    )
             out.append(
                 rows.Feedback(
                     experiment_id=rt.exp.id,
@@ -605,6 +649,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
                     deadline=None if d is None else d.deadline,
                     reward=r.value,
                     event_id=r.event_id,
+                    slot_rewards=tuple(r.slot_values),
                     metrics=dict(r.metrics) or None,
                     reward_id=r.reward_id or None,
                     client_seq=request.client_sequence or None,
@@ -612,14 +657,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
             )
         for i, o in enumerate(request.observations):
             f = f"{prefix}observations[{i}]"
-            if len(o.arm_ids) != 1:
-                raise invalid(f"{f}.arm_ids", "a single-arm family takes exactly one arm id")
-            slot = rt.slot_of.get(o.arm_ids[0])
-            if slot is None:
-                raise invalid(f"{f}.arm_ids[0]", f"unknown arm {o.arm_ids[0]!r}")
-            if len(o.rewards) != 1:
-                raise invalid(f"{f}.rewards", "expected exactly one reward")
-            spec.check_reward(f"{f}.rewards[0]", o.rewards[0], reward_kind)
+            slots = self._observed_slots(rt, fam, o, f)
             prop = None
             if o.HasField("propensity"):
                 prop = spec.finite(f"{f}.propensity", o.propensity)
@@ -633,13 +671,15 @@ class Servicer(pb_grpc.BanditServiceServicer):
             v, idx = rt.parse_context(f"{f}.context", o.context if o.HasField("context") else None)
             over = rt.parse_arm_features(f"{f}.arm_features", o.arm_features)
             if cfg["arm_feature_dim"]:
-                rt.arm_matrix(f"{f}.arm_features", over, np.asarray([slot]))
+                rt.arm_matrix(f"{f}.arm_features", over, np.asarray(slots))
             out.append(
                 rows.Feedback(
                     experiment_id=rt.exp.id,
                     kind="observation",
-                    reward=o.rewards[0],
-                    chosen=(slot,),
+                    # ranked: the list's total (e.g. its clicks); the policy learns per slot
+                    reward=float(sum(o.rewards)),
+                    slot_rewards=tuple(o.rewards) if ranked else (),
+                    chosen=tuple(slots),
                     propensity=prop,
                     context=pack_f64(v) if v.size else None,
                     sparse_indices=None if idx is None else pack_i32(idx),
@@ -651,6 +691,35 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 )
             )
         return out
+
+    @staticmethod
+    def _observed_slots(rt: Runtime, fam: Family, o: pb.Observation, f: str) -> list[int]:
+        """The arm slots of an observation, validated with its rewards (one per arm)."""
+        kind = rt.config["reward"]["kind"]
+        if not fam.ranked and len(o.arm_ids) != 1:
+            raise invalid(f"{f}.arm_ids", "a single-arm family takes exactly one arm id")
+        if not o.arm_ids:
+            raise invalid(f"{f}.arm_ids", "at least one arm id (the list shown, in order)")
+        positions = rt.policy.hyper.get("positions")
+        if positions is not None and len(o.arm_ids) > int(positions):
+            raise invalid(
+                f"{f}.arm_ids",
+                f"{len(o.arm_ids)} arms is more than the policy's {int(positions)} positions",
+            )
+        slots: list[int] = []
+        for j, arm_id in enumerate(o.arm_ids):
+            slot = rt.slot_of.get(arm_id)
+            if slot is None:
+                raise invalid(f"{f}.arm_ids[{j}]", f"unknown arm {arm_id!r}")
+            if slot in slots:
+                raise invalid(f"{f}.arm_ids[{j}]", f"arm {arm_id!r} is listed twice")
+            slots.append(slot)
+        if len(o.rewards) != len(slots):
+            want = f"{len(slots)} rewards (one per arm)" if len(slots) > 1 else "exactly one reward"
+            raise invalid(f"{f}.rewards", f"expected {want}, got {len(o.rewards)}")
+        for j, v in enumerate(o.rewards):
+            spec.check_reward(f"{f}.rewards[{j}]", v, kind)
+        return slots
 
     def _await_decisions(self, rt: Runtime, ids: list[str]) -> dict[str, rows.Decision]:
         """The logged decisions of ``ids``; one still in the writer's queue waits one flush."""

@@ -130,6 +130,12 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
             f"family {fam.name!r} is contextual: set the context dimension (or "
             "arm_feature_dimension)",
         )
+    if fam.per_arm_contexts == "required" and fs.arm_feature_dimension == 0:
+        raise invalid(
+            "experiment.feature_schema.arm_feature_dimension",
+            f"family {fam.name!r} scores per-item features; set their length (arm features "
+            "come from Arm.features and per-request arm_features)",
+        )
     if hyper.get("shared") and fs.arm_feature_dimension == 0:
         raise invalid(
             "experiment.feature_schema.arm_feature_dimension",
@@ -187,6 +193,7 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
             "experiment.slate_size",
             f"family {fam.name!r} chooses one arm; slate_size must be 0 or 1",
         )
+    check_slate("experiment.slate_size", fam.name, hyper, k)
     config = {
         "family": fam.name,
         "hyperparameters": hyper,
@@ -208,6 +215,17 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
         "status": status,
     }
     return config, arms
+
+
+def check_slate(field: str, family: str, hyper: Mapping[str, Any], k: int) -> None:
+    """Families with per-position statistics (slate_pbm_ts ``positions``) must cover the slate."""
+    positions = hyper.get("positions")
+    if policies.get(family).ranked and positions is not None and k > int(positions):
+        raise invalid(
+            field,
+            f"slate_size {k} is more than the {int(positions)} positions of the policy "
+            "(hyperparameters.positions)",
+        )
 
 
 def identity_changed(family: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

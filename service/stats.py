@@ -9,9 +9,13 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
+import sqlalchemy as sa
 from banditd import policies
 from banditd.store.eventlog import EventLog
-from banditd.store.reports import ArmSummary, Report, report
+from banditd.store.packing import unpack_f64_tuple, unpack_i32_tuple
+from banditd.store.reports import ArmSummary, RewardSums, report
+from banditd.store.rows import WINNING_KINDS
+from banditd.store.schema import decisions, feedback
 from banditd.store.sql import SqlEventLog
 from banditd.v1 import bandit_pb2 as pb
 
@@ -57,12 +61,84 @@ class _Summary:
 _CACHE = _ModelCache()
 
 
-def _model_summary(rt: Runtime, state: policies.State, rep: Report) -> _Summary:
+def ranked_arms(engine: sa.Engine, experiment_id: int, observe: str) -> dict[int, ArmSummary]:
+    """Per-arm sums of a ranked experiment: ``decisions`` counts the lists an arm was shown in
+    (impressions), ``rewards`` its observed slots (for cascades, the slots up to and including
+    the first click; otherwise every slot) with their per-slot values, so the mean is the arm's
+    click (reward) rate when examined. Winning rewards use their slot values, defaults apply
+    their value to every slot, observations their own lists. Rows are grouped by list and
+    values in SQL first: a log repeats few distinct lists, so Python sees those only."""
+    null_f = sa.cast(sa.null(), sa.Double)
+    by_list = (
+        sa.select(decisions.c.chosen, sa.cast(decisions.c.holdout, sa.Integer), sa.func.count())
+        .where(decisions.c.experiment_id == experiment_id)
+        .group_by(decisions.c.chosen, decisions.c.holdout)
+    )
+    joined = feedback.join(
+        decisions,
+        sa.and_(
+            decisions.c.experiment_id == feedback.c.experiment_id,
+            decisions.c.event_id == feedback.c.event_id,
+        ),
+    )
+    # only defaults carry no slot values; their one value counts for every slot
+    fill = sa.case((feedback.c.slot_rewards.is_(None), feedback.c.reward), else_=null_f)
+    by_reward = (
+        sa.select(decisions.c.chosen, feedback.c.slot_rewards, fill, sa.func.count())
+        .select_from(joined)
+        .where(feedback.c.experiment_id == experiment_id, feedback.c.kind.in_(WINNING_KINDS))
+        .group_by(decisions.c.chosen, feedback.c.slot_rewards, fill)
+    )
+    by_observation = (
+        sa.select(feedback.c.chosen, feedback.c.slot_rewards, null_f, sa.func.count())
+        .where(feedback.c.experiment_id == experiment_id, feedback.c.kind == "observation")
+        .group_by(feedback.c.chosen, feedback.c.slot_rewards)
+    )
+    shown: dict[int, list[int]] = {}
+    sums: dict[int, list[float]] = {}
+    with engine.connect() as conn:  # one transaction: SQLite reads one snapshot
+        lists = conn.execute(by_list).all()
+        rewarded = [*conn.execute(by_reward).all(), *conn.execute(by_observation).all()]
+    for chosen, hold, n in lists:
+        for slot in unpack_i32_tuple(bytes(chosen)):
+            c = shown.setdefault(slot, [0, 0])
+            c[0] += int(n)
+            c[1] += int(n) if hold else 0
+    for chosen, slot_rewards, default, n in rewarded:
+        if chosen is None:
+            continue
+        arms = unpack_i32_tuple(bytes(chosen))
+        if slot_rewards is not None:
+            values = unpack_f64_tuple(bytes(slot_rewards))
+        elif default is not None:
+            values = (float(default),) * len(arms)
+        else:
+            continue
+        if len(values) != len(arms):
+            continue  # not applied by the learner either
+        for slot, v in zip(arms, values, strict=True):
+            t = sums.setdefault(slot, [0, 0.0, 0.0])
+            t[0] += int(n)
+            t[1] += int(n) * v
+            t[2] += int(n) * v * v
+            if observe == "cascade" and v > 0:
+                break  # the user stopped at the first click: later slots were not examined
+    out = {}
+    for slot in shown.keys() | sums.keys():
+        d, h = shown.get(slot, (0, 0))
+        n, total, sumsq = sums.get(slot, (0, 0.0, 0.0))
+        out[slot] = ArmSummary(d, h, RewardSums(int(n), float(total), float(sumsq)))
+    return out
+
+
+def _model_summary(
+    rt: Runtime, state: policies.State, arm_sums: dict[int, ArmSummary]
+) -> _Summary:
     family = rt.config["family"]
     version = int(state.meta.version)
     slots = np.asarray([a.slot for a in rt.arms], dtype=np.int64)
     active = np.asarray([a.active for a in rt.arms], dtype=bool)
-    sums = [(rep.arms.get(int(s)) or EMPTY).rewards for s in slots]
+    sums = [(arm_sums.get(int(s)) or EMPTY).rewards for s in slots]
     n = np.asarray([r.n for r in sums], dtype=np.float64)
     total = np.asarray([r.total for r in sums])
     sumsq = np.asarray([r.sumsq for r in sums])
@@ -122,10 +198,12 @@ def experiment_stats(rt: Runtime, log: EventLog) -> pb.GetStatsResponse:
             observations=fb["observation"],
         ),
     )
-    contextual = policies.get(rt.config["family"]).contextual
-    summary = None if contextual else _model_summary(rt, state, rep)
+    fam = policies.get(rt.config["family"])
+    # Ranked families: per-arm impressions and per-slot rewards, not the first slot's decisions.
+    arm_sums = ranked_arms(log.engine, rt.exp.id, fam.observe) if fam.ranked else rep.arms
+    summary = None if fam.contextual else _model_summary(rt, state, arm_sums)
     for j, a in enumerate(rt.arms):
-        s = rep.arms.get(a.slot) or EMPTY
+        s = arm_sums.get(a.slot) or EMPTY
         n = s.rewards.n
         mean = s.rewards.total / n if n else 0.0
         # 95% normal-approximation interval from the sample variance.
@@ -156,6 +234,11 @@ def experiment_stats(rt: Runtime, log: EventLog) -> pb.GetStatsResponse:
         resp.model_method = resp.prob_best_method = NOT_CONTEXTUAL
     else:
         resp.model_method = summary.model.method
+        if fam.ranked:
+            resp.model_method = (
+                "ranked family, per arm over its observed slots (decisions = lists shown in, "
+                f"rewards = observed slots): {summary.model.method}"
+            )
         resp.prob_best_draws = summary.draws
         resp.prob_best_method = (
             f"Monte Carlo: {summary.draws} draws from {summary.model.sampling}, seeded from "
@@ -164,7 +247,8 @@ def experiment_stats(rt: Runtime, log: EventLog) -> pb.GetStatsResponse:
             else "no contending arm (active with a model interval)"
         )
         played = np.asarray([a.decisions - a.holdout_decisions for a in resp.arms], np.float64)
-        regret = posterior.plug_in_regret(
+        # One arm's regret per decision; a list's regret is not defined by per-arm means alone.
+        regret = None if fam.ranked else posterior.plug_in_regret(
             played, summary.model.mean, np.asarray([a.active for a in rt.arms], dtype=bool)
         )
         if regret is not None:
