@@ -180,18 +180,31 @@ def host_theta(h, cache, m, rng):
     return th[None, :] + h["v"] * np.linalg.solve(L.T, z.T).T
 
 
-def host_top_k(scores, mask, k):
+def host_top_k(scores, mask, k, noise):
+    """``ranked.top_k`` with numpy: [M, N] scores -> [M, k]; exact ties in ``noise`` order
+    (identical item features tie in every draw, and their orders must share the mass)."""
     s = np.where(mask[None, :], scores, -np.inf)
     part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+    top = np.take_along_axis(s, part, axis=1)
+    out = np.take_along_axis(part, np.argsort(-top, axis=1, kind="stable"), axis=1)
+    # Rows where the k-th score is shared (inside the list or with an item left out) are
+    # re-ranked exactly; argpartition alone would order them by item index.
+    kth = top.min(axis=1, keepdims=True)
+    tied = ((s == kth) & mask[None, :]).sum(axis=1) > 1
+    tied |= (np.diff(np.sort(top, axis=1), axis=1) == 0).any(axis=1)
+    if tied.any():
+        rows = np.flatnonzero(tied)
+        n = np.broadcast_to(noise, s.shape)[rows] if noise.ndim == 2 else noise[rows]
+        out[rows] = np.lexsort((-n, -s[rows]), axis=1)[:, :k]
+    return out
 
 
 def _lin_ts_model(cfg, h, stats, cache, mask, ctx, k, seed):
     rng = np.random.default_rng(seed)
     m = int(cfg["mc_draws"])
     theta = host_theta(h, cache, m, rng)
-    return SampledRank(host_top_k(theta @ ctx.T, mask, k), mask.shape[0])
+    noise = rng.random((m, mask.shape[0]))
+    return SampledRank(host_top_k(theta @ ctx.T, mask, k, noise), mask.shape[0])
 
 
 _PRIORS = {

@@ -59,6 +59,7 @@ class RankedOps:
         if k is None or int(k) < 1:
             raise ValueError(f"k: ranked family {fam.name!r} needs the list length k >= 1")
         k = int(k)
+        self._check_positions(k, "k")
         if not 0.0 <= float(epsilon) <= 1.0:
             raise ValueError(f"epsilon: must be in [0, 1], got {epsilon}")
         rows = int(np.shape(keys)[0])
@@ -194,6 +195,12 @@ class RankedOps:
             if any_active:
                 self.model(state, active, None, 0)
 
+    def _check_positions(self, k: int, field: str) -> None:
+        """Families with per-slot statistics keep ``positions`` slots; a longer list has none."""
+        p = self.hp.cfg.get("positions")
+        if p is not None and k > int(p):
+            raise ValueError(f"{field}: lists of {k} items; this policy keeps {p} positions")
+
     # --- update --------------------------------------------------------------------------
 
     def update_rows(
@@ -211,6 +218,7 @@ class RankedOps:
         if a.ndim != 2 or a.shape[1] < 1:
             raise ValueError(f"arms: ranked updates take [B, k] lists, got {list(a.shape)}")
         rows, k = a.shape
+        self._check_positions(k, "arms")
         r = np.asarray(rewards, dtype=np.float64)
         if r.shape != a.shape:
             raise ValueError(f"rewards: shape {list(r.shape)} != arms shape {list(a.shape)}")

@@ -198,7 +198,9 @@ def _inslate_model(cfg, h, stats, cache, mask, ctx, k, seed):
     rng = np.random.default_rng(seed)
     m = int(cfg["mc_draws"])
     theta = host_theta(h, cache, m * k, rng)  # [m*k, d]
-    lists = host_top_k(theta @ ctx.T, mask, k).reshape(m, k, k)
+    # one tie-break noise per simulated procedure, shared by its k draws (as in the kernel)
+    noise = np.repeat(rng.random((m, mask.shape[0])), k, axis=0)
+    lists = host_top_k(theta @ ctx.T, mask, k, noise).reshape(m, k, k)
     return SampledRank(np.asarray(_MERGE(lists)), mask.shape[0])
 
 
