@@ -857,6 +857,92 @@ def stats(
         _out().print(_stats_view(s, f"{namespace}/{name}"))
 
 
+@app.command()
+@_errors
+def simulate(
+    env: Annotated[
+        str,
+        typer.Argument(
+            help="banditd.sim environment: bernoulli, gaussian, linear_disjoint, "
+            "linear_per_arm, digits, prompt_routing, cluster_matching, cascade, pbm.",
+            show_default=False,
+        ),
+    ],
+    arms: Annotated[
+        int | None, typer.Option(help="Arms (items) of the environment.", show_default=False)
+    ] = None,
+    dim: Annotated[
+        int | None,
+        typer.Option(
+            help="Context/feature dimension (cluster_matching: clusters).", show_default=False
+        ),
+    ] = None,
+    slots: Annotated[
+        int | None, typer.Option(help="List length (cascade, pbm).", show_default=False)
+    ] = None,
+    env_seed: Annotated[int, typer.Option(help="Seed of the environment's parameters.")] = 0,
+    family: Annotated[
+        str | None,
+        typer.Option("--family", "-f", help="Policy family (default: one suited to ENV)."),
+    ] = None,
+    hyper: Annotated[
+        str | None, typer.Option(help="Hyperparameters as a JSON object.", show_default=False)
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds to simulate.", min=1)] = 1000,
+    batch: Annotated[int, typer.Option(help="Rounds per Select/Update call.", min=1)] = 20,
+    epsilon: Annotated[float, typer.Option(help="Exploration floor of a new experiment.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the rounds (contexts, rewards).")] = 0,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Experiment name (default: sim-ENV-FAMILY).", show_default=False),
+    ] = None,
+    plot: Annotated[
+        str | None,
+        typer.Option(help="Write the cumulative regret curve to this PNG.", show_default=False),
+    ] = None,
+    target: TargetOpt = DEFAULT_TARGET,
+    namespace: NamespaceOpt = "default",
+    timeout: TimeoutOpt = 10.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Drive a simulated environment against the server: Select, reward, Update, for --rounds
+    rounds; print cumulative reward, regret (and a uniform-random baseline's), decisions/s.
+
+    Creates the experiment, or reuses one of the same name that matches. Ctrl-C stops, prints
+    the summary so far and exits with status 130.
+    """
+    from . import simulate as simulation  # imports JAX: only for this command
+
+    if plot is not None:
+        simulation.require_matplotlib()
+    with _client(target, timeout) as c, simulation.rich_progress(_err(), rounds) as progress:
+        res = simulation.simulate(
+            c,
+            env,
+            arms=arms,
+            dim=dim,
+            slots=slots,
+            env_seed=env_seed,
+            family=family,
+            hyper=_json_obj(hyper, "--hyper"),
+            rounds=rounds,
+            batch=batch,
+            epsilon=epsilon,
+            seed=seed,
+            namespace=namespace,
+            name=name,
+            progress=progress,
+        )
+    if plot is not None and res.rounds:
+        simulation.plot_regret(res, plot)
+    if json_out:
+        _print_json(res.summary())
+    else:
+        _out().print(simulation.summary_table(res))
+    if res.interrupted:
+        raise typer.Exit(130)  # the shell's status for Ctrl-C, after the summary so far
+
+
 def main() -> None:
     """Entry point of the ``banditd`` console script."""
     app()
