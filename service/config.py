@@ -28,6 +28,9 @@ class ServerConfig:
     learner_batch: int = 4096  # feedback rows per learner apply
     checkpoint_every: int = 50  # applied batches between checkpoints
     workers: int = 8  # gRPC thread pool
+    # Compile every experiment's larger batch buckets in a background thread after startup and
+    # creation, so a fresh server's learner does not spend its first seconds compiling.
+    precompile: bool = True
     log_level: str = "INFO"
 
     def resolved(self) -> ServerConfig:
@@ -45,6 +48,13 @@ class ServerConfig:
             if raw is None:
                 continue
             typ = type(getattr(cls, f.name))
+            if typ is bool:
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(
+                        f"{ENV_PREFIX}{f.name.upper()}: expected a boolean, got {raw!r}"
+                    )
+                values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+                continue
             try:
                 values[f.name] = typ(raw)
             except ValueError as e:

@@ -31,11 +31,16 @@ from grpc_reflection.v1alpha import reflection  # noqa: E402
 from .config import ServerConfig  # noqa: E402
 from .learner import Learner  # noqa: E402
 from .orphans import CrashWindows  # noqa: E402
+from .precompile import Precompiler  # noqa: E402
 from .registry import Registry, compile_policy  # noqa: E402
 from .servicer import Servicer  # noqa: E402
 from .writer import GroupCommitter  # noqa: E402
 
 log = logging.getLogger("banditd.server")
+
+# The test suite turns this off: background compiles of every experiment shape would compete
+# with the tests for the CI machine's two cores.
+PRECOMPILE = True
 SERVICE_NAME = bandit_pb2.DESCRIPTOR.services_by_name["BanditService"].full_name
 
 
@@ -109,8 +114,14 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
     servicer = Servicer(
         config, registry, learner, decisions, feedback, sig.notify, clock=clock, orphans=crash
     )
+    if config.precompile and PRECOMPILE:
+        servicer.precompiler = Precompiler(
+            select_rows=64, update_rows=min(config.learner_batch, 512)
+        )
     for rt in registry.all():  # compile now, before SERVING
         compile_policy(rt.config, rt.policy, len(rt.arms))
+        if servicer.precompiler is not None:
+            servicer.precompiler.submit(rt.config, rt.policy, len(rt.arms))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers),
         options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)],
@@ -136,6 +147,8 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
     log.info("banditd serving on %s:%d (database %s)", config.host, port, config.database_url)
 
     def close_all() -> None:
+        if servicer.precompiler is not None:
+            servicer.precompiler.stop()
         learner.stop()
         decisions.close()
         feedback.close()

@@ -32,6 +32,7 @@ from .config import ServerConfig
 from .errors import ServiceError, invalid, not_found, precondition
 from .learner import Learner
 from .orphans import SKEW_S, CrashWindows, uuid7_time
+from .precompile import Precompiler
 from .registry import Registry, compile_policy, fresh_state, sync_arms
 from .runtime import Runtime, unit_hash
 from .stats import experiment_stats
@@ -89,6 +90,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
     ) -> None:
         self.clock = clock
         self.orphans = orphans
+        self.precompiler: Precompiler | None = None  # set by server.start when enabled
         self.config = config
         self.registry = registry
         self.log = registry.log
@@ -176,6 +178,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
             # Compile before the experiment is visible: the first Select must not pay for it.
             policy = policies.make(config["family"], **config["hyperparameters"])
             compile_policy(config, policy, len(arms))
+            if self.precompiler is not None:
+                self.precompiler.submit(config, policy, len(arms))
             try:
                 exp = self.log.create_experiment(
                     e.namespace,
@@ -321,6 +325,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 arms = self.log.list_arms(rt.exp.id)
                 if new_revision:
                     compile_policy(config, policy, len(arms))
+                    if self.precompiler is not None:
+                        self.precompiler.submit(config, policy, len(arms))
                     state = fresh_state(
                         config, policy, len(arms), exp.revision, int(rt.state.meta.version)
                     )
