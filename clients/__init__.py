@@ -1,5 +1,7 @@
-"""Python client for banditd (``Client``) and the ``banditd`` CLI (``banditd.clients.cli``)."""
+"""Python clients for banditd (``Client``, asyncio ``AsyncClient``) and the ``banditd`` CLI
+(``banditd.clients.cli``)."""
 
+from .aio import AsyncClient
 from .client import DEFAULT_TARGET, Client
 from .errors import (
     AlreadyExists,
@@ -33,6 +35,7 @@ __all__ = [
     "ArmInfo",
     "ArmSpec",
     "ArmStats",
+    "AsyncClient",
     "BanditdError",
     "Client",
     "DeadlineExceeded",

@@ -211,6 +211,14 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="Log level (DEBUG, INFO, ...).", show_default=False)
     ] = None,
+    precompile: Annotated[
+        bool | None,
+        typer.Option(
+            "--precompile/--no-precompile",
+            help="Compile larger batch buckets in the background (default on).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the server (blocks until Ctrl-C / SIGTERM).
 
@@ -231,6 +239,7 @@ def serve(
         checkpoint_every=checkpoint_every,
         workers=workers,
         log_level=log_level,
+        precompile=precompile,
     )
     from banditd.service.server import serve as run_server
 

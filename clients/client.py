@@ -12,6 +12,9 @@ retried Update cannot apply a reward twice. Those calls, and the read-only ones,
 UNAVAILABLE, DEADLINE_EXCEEDED and ABORTED. Calls without such ids (CreateExperiment,
 UpdateExperiment, Update with direct observations) are retried on UNAVAILABLE only, where the
 server has normally not acted on the request.
+
+Request building, response checks and the retry policy live in ``requests`` and are shared with
+the asyncio client (:class:`banditd.clients.aio.AsyncClient`).
 """
 
 from __future__ import annotations
@@ -19,18 +22,17 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 from banditd.v1 import bandit_pb2 as pb
 from banditd.v1 import bandit_pb2_grpc as pb_grpc
 
 from . import convert
+from . import requests as rq
 from .convert import ArmFeaturesLike, ContextsLike
-from .errors import AlreadyExists, BanditdError, InvalidArgument, Unavailable, from_rpc_error
-from .ids import new_event_id
+from .errors import AlreadyExists, Unavailable, from_rpc_error
 from .models import (
     Ack,
     ApplyMode,
@@ -40,32 +42,14 @@ from .models import (
     ExperimentStatus,
     ExperimentUpdate,
     Observation,
-    Reward,
     RewardKind,
     Stats,
 )
+from .requests import DEFAULT_TARGET, RewardsLike
 
 __all__ = ["DEFAULT_TARGET", "Client", "RewardsLike"]
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-
-# Rewards as the caller holds them: {event_id: value}, or a sequence of Reward objects and/or
-# (event_id, value) pairs.
-RewardsLike = Mapping[str, float] | Iterable[Reward | tuple[str, float]]
-
 _C = grpc.StatusCode
-# The server did not act on the request (or, rarely, the connection broke after it did).
-_RETRY_UNSAFE_CALL = frozenset({_C.UNAVAILABLE})
-# For calls that are idempotent by construction (reads, and writes keyed by client ids) an
-# ambiguous outcome is harmless, so timeouts and aborted transactions are retried too.
-_RETRY_IDEMPOTENT_CALL = frozenset({_C.UNAVAILABLE, _C.DEADLINE_EXCEEDED, _C.ABORTED})
-
-_MiB = 1 << 20
-
-
-@dataclass
-class _Attempts:
-    count: int = 0
 
 
 class Client:
@@ -95,23 +79,14 @@ class Client:
         metadata: Sequence[tuple[str, str]] = (),
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout: must be > 0, got {timeout}")
-        if retries < 0:
-            raise ValueError(f"retries: must be >= 0, got {retries}")
+        rq.check_client_args(timeout, retries)
         self.target = target
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._metadata = tuple(metadata)
-        # Select and GetStats answers grow with batch size and arm count; the 4 MiB gRPC default
-        # is too small for a full batch of large slates.
-        opts = [
-            ("grpc.max_receive_message_length", 64 * _MiB),
-            ("grpc.max_send_message_length", 64 * _MiB),
-            *options,
-        ]
+        opts = rq.channel_options(options)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=opts)
         else:
@@ -198,44 +173,31 @@ class Client:
         given as plain ids. ``wait_window`` is in seconds (None = no limit); ``apply_mode`` None
         lets the server choose (``at_window_close`` when a default reward is set).
         """
-        exp = pb.Experiment(
-            namespace=namespace,
-            name=name,
-            family=family,
-            arms=convert.to_arms(arms, arm_features, arm_metadata),
-            feature_schema=pb.FeatureSchema(
-                name=schema_name,
-                version=schema_version,
-                dimension=dim,
-                sparse=sparse,
-                arm_feature_dimension=arm_feature_dim,
-            ),
-            reward=pb.RewardSpec(
-                kind=cast(Any, convert.reward_kind_value(reward_kind)),
-                train_on_holdout=train_on_holdout,
-            ),
+        req = rq.create_experiment_request(
+            namespace,
+            name,
+            family,
+            arms,
+            hyperparameters=hyperparameters,
+            dim=dim,
+            sparse=sparse,
+            arm_feature_dim=arm_feature_dim,
+            reward_kind=reward_kind,
+            wait_window=wait_window,
+            default_reward=default_reward,
+            apply_mode=apply_mode,
+            train_on_holdout=train_on_holdout,
             epsilon=epsilon,
             slate_size=slate_size,
             holdout_fraction=holdout_fraction,
+            arm_features=arm_features,
+            arm_metadata=arm_metadata,
+            schema_name=schema_name,
+            schema_version=schema_version,
         )
-        hp = convert.to_struct(hyperparameters, "hyperparameters")
-        if hp is not None:
-            exp.hyperparameters.CopyFrom(hp)
-        if wait_window is not None:
-            convert.set_duration(exp.reward.wait_window, wait_window, "wait_window")
-        if default_reward is not None:
-            exp.reward.default_reward = float(default_reward)
-        if apply_mode is not None:
-            exp.reward.apply_mode = cast(Any, convert.apply_mode_value(apply_mode))
-
-        attempts = _Attempts()
+        attempts = rq.Attempts()
         try:
-            resp = self._call(
-                "CreateExperiment",
-                pb.CreateExperimentRequest(experiment=exp),
-                idempotent=False,
-                attempts=attempts,
-            )
+            resp = self._call("CreateExperiment", req, idempotent=False, attempts=attempts)
             return convert.experiment_from_pb(resp.experiment)
         except AlreadyExists:
             # A retry after an attempt whose outcome was unknown: the first attempt may be the
@@ -243,7 +205,7 @@ class Client:
             if attempts.count <= 1:
                 raise
             got = self.get_experiment(namespace, name)
-            if got.family != family or list(got.arm_ids) != [a.id for a in exp.arms]:
+            if not rq.is_requested_experiment(got, req):
                 raise
             return got
 
@@ -276,27 +238,20 @@ class Client:
         revision (``result.new_revision``). ``arm_features``/``arm_metadata`` apply to
         ``add_arms`` given as plain ids.
         """
-        req = pb.UpdateExperimentRequest(namespace=namespace, name=name)
-        if add_arms:
-            req.add_arms.extend(convert.to_arms(add_arms, arm_features, arm_metadata, "add_arms"))
-        if retire_arms:
-            if isinstance(retire_arms, str):
-                raise InvalidArgument("retire_arms: expected a list of arm ids, got a string")
-            req.retire_arm_ids.extend(retire_arms)
-        if status is not None:
-            req.status = cast(Any, convert.status_value(status))
-        if epsilon is not None:
-            req.epsilon = float(epsilon)
-        if holdout_fraction is not None:
-            req.holdout_fraction = float(holdout_fraction)
-        hp = convert.to_struct(hyperparameters, "hyperparameters")
-        if hp is not None:
-            req.hyperparameters.CopyFrom(hp)
-        resp = self._call("UpdateExperiment", req, idempotent=False)
-        return ExperimentUpdate(
-            experiment=convert.experiment_from_pb(resp.experiment),
-            new_revision=resp.new_revision,
+        req = rq.update_experiment_request(
+            namespace,
+            name,
+            add_arms=add_arms,
+            retire_arms=retire_arms,
+            status=status,
+            epsilon=epsilon,
+            holdout_fraction=holdout_fraction,
+            hyperparameters=hyperparameters,
+            arm_features=arm_features,
+            arm_metadata=arm_metadata,
         )
+        resp = self._call("UpdateExperiment", req, idempotent=False)
+        return rq.experiment_update_from_pb(resp)
 
     # -----------------------------------------------------------------------------------------
     # Decisions and feedback
@@ -325,49 +280,15 @@ class Client:
         vector}`` per decision, or an array ``[B, N, d]``/``[N, d]`` whose rows follow
         ``eligible`` (when it is one list) or else the experiment's active arms.
         """
-        ctxs = convert.to_contexts(contexts)
-        batch = len(ctxs)
-        ids = _per_item(event_ids, batch, "event_ids")
-        if isinstance(unit_ids, str):
-            units: list[str | None] = [unit_ids] * batch
-        else:
-            units = _per_item(unit_ids, batch, "unit_ids")
-        elig = convert.to_eligible(eligible, batch)
-        order: Sequence[str] | None = None
-        if arm_features is not None and not isinstance(arm_features, Mapping):
-            order = convert.shared_eligible(eligible)
-            if order is None and _is_array_like(arm_features):
-                order = self.get_experiment(namespace, name).active_arm_ids
-        feats = convert.to_arm_features(arm_features, batch, order)
-
-        req = pb.SelectRequest(namespace=namespace, name=name)
-        sent: list[str] = []
-        for i in range(batch):
-            eid = ids[i] or new_event_id()
-            sent.append(eid)
-            item = req.items.add(
-                event_id=eid,
-                unit_id=units[i] or "",
-                eligible_arm_ids=elig[i],
-                arm_features=feats[i],
-                deferred=deferred,
-            )
-            ctx = ctxs[i]
-            if ctx is not None:
-                item.context.CopyFrom(ctx)
+        items = rq.select_items(contexts, event_ids, unit_ids, eligible)
+        order, lookup = rq.select_arm_order(eligible, arm_features)
+        if lookup:
+            order = self.get_experiment(namespace, name).active_arm_ids
+        # Event ids are fixed here, before the first attempt: a retry re-sends the same ids and
+        # gets the recorded decisions back.
+        req, sent = rq.select_request(namespace, name, items, arm_features, order, deferred)
         resp = self._call("Select", req)
-        if len(resp.decisions) != batch:
-            raise BanditdError(
-                _C.INTERNAL, f"decisions: server answered {len(resp.decisions)} for {batch} items"
-            )
-        out = []
-        for eid, d in zip(sent, resp.decisions, strict=True):
-            if d.event_id and d.event_id != eid:
-                raise BanditdError(
-                    _C.INTERNAL, f"decisions: event id {d.event_id} answered for {eid}"
-                )
-            out.append(convert.decision_from_pb(d))
-        return out
+        return rq.decisions_from_pb(resp, sent)
 
     def update(
         self,
@@ -384,30 +305,13 @@ class Client:
         for an event id that already has one is acknowledged with ``duplicate=True`` and not
         applied.
         """
-        req = pb.UpdateRequest(namespace=namespace, name=name)
-        for i, r in enumerate(_rewards(rewards)):
-            msg = convert.to_reward(r, f"rewards[{i}]")
-            if not msg.reward_id:
-                msg.reward_id = new_event_id()
-            req.rewards.append(msg)
-        for i, o in enumerate(observations or ()):
-            if not isinstance(o, Observation):
-                raise InvalidArgument(f"observations[{i}]: expected an Observation")
-            req.observations.append(convert.to_observation(o, f"observations[{i}]"))
-        if not req.rewards and not req.observations:
-            raise InvalidArgument("rewards: nothing to report (no rewards or observations)")
-        # Observations carry no client id, so an ambiguous failure must not be retried blindly.
-        resp = self._call("Update", req, idempotent=not req.observations)
-        return [convert.ack_from_pb(a) for a in resp.acks]
+        req = rq.update_request(namespace, name, rewards, observations)
+        resp = self._call("Update", req, idempotent=rq.update_is_idempotent(req))
+        return rq.acks_from_pb(resp)
 
     def activate(self, namespace: str, name: str, event_ids: str | Sequence[str]) -> int:
         """Start the wait window of deferred decisions; returns how many were activated."""
-        ids = [event_ids] if isinstance(event_ids, str) else list(event_ids)
-        if not ids:
-            raise InvalidArgument("event_ids: empty")
-        resp = self._call(
-            "Activate", pb.ActivateRequest(namespace=namespace, name=name, event_ids=ids)
-        )
+        resp = self._call("Activate", rq.activate_request(namespace, name, event_ids))
         return int(resp.activated)
 
     def stats(self, namespace: str, name: str) -> Stats:
@@ -418,10 +322,8 @@ class Client:
     # Transport
 
     def _delay(self, attempt: int) -> float:
-        cap = min(self.max_backoff, self.backoff * (2**attempt))
         with self._rng_lock:
-            # Half fixed, half random: always some wait, and no thundering herd.
-            return cap / 2 + self._rng.uniform(0, cap / 2)
+            return rq.retry_delay(self._rng, attempt, self.backoff, self.max_backoff)
 
     def _call(
         self,
@@ -429,11 +331,11 @@ class Client:
         request: Any,
         *,
         idempotent: bool = True,
-        attempts: _Attempts | None = None,
+        attempts: rq.Attempts | None = None,
     ) -> Any:
         rpc = getattr(self._stub, method)
-        retry_on = _RETRY_IDEMPOTENT_CALL if idempotent else _RETRY_UNSAFE_CALL
-        attempts = attempts or _Attempts()
+        retry_on = rq.retry_codes(idempotent)
+        attempts = attempts or rq.Attempts()
         while True:
             attempts.count += 1
             try:
@@ -443,48 +345,3 @@ class Client:
             if err.code not in retry_on or attempts.count > self.retries:
                 raise err
             time.sleep(self._delay(attempts.count - 1))
-
-
-def _is_array_like(x: Any) -> bool:
-    return not isinstance(x, Mapping) and not (
-        isinstance(x, Sequence) and any(isinstance(m, Mapping) for m in x)
-    )
-
-
-def _per_item(values: Sequence[str | None] | None, batch: int, what: str) -> list[str | None]:
-    if values is None:
-        return [None] * batch
-    if isinstance(values, str):
-        if batch == 1:
-            return [values]
-        raise InvalidArgument(f"{what}: expected {batch} ids, got one string")
-    out = list(values)
-    if len(out) != batch:
-        raise InvalidArgument(f"{what}: {len(out)} ids for {batch} decisions")
-    for i, v in enumerate(out):
-        if v is not None and not isinstance(v, str):
-            raise InvalidArgument(f"{what}[{i}]: expected a string, got {type(v).__name__}")
-    if what == "event_ids":
-        seen: set[str] = set()
-        for i, v in enumerate(out):
-            if v and v in seen:
-                raise InvalidArgument(f"{what}[{i}]: {v} is repeated in the batch")
-            if v:
-                seen.add(v)
-    return out
-
-
-def _rewards(rewards: RewardsLike | None) -> list[Reward]:
-    if rewards is None:
-        return []
-    if isinstance(rewards, Mapping):
-        return [Reward(event_id=str(k), value=v) for k, v in rewards.items()]
-    out: list[Reward] = []
-    for i, r in enumerate(rewards):
-        if isinstance(r, Reward):
-            out.append(r)
-        elif isinstance(r, tuple) and len(r) == 2:
-            out.append(Reward(event_id=str(r[0]), value=r[1]))
-        else:
-            raise InvalidArgument(f"rewards[{i}]: expected a Reward or an (event_id, value) pair")
-    return out
