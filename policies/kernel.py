@@ -74,6 +74,7 @@ def _by_rows(fn, x, chunk: int):
 
 # --- PAK-UCB ----------------------------------------------------------------------------------
 
+MAX_FEATURES = 8192  # sum phi phi^T is D^2 * 8 bytes per arm: 512 MB per arm at the limit
 MAX_WINDOW = 4096  # M alone is window^2 * 8 bytes per arm: 128 MB per arm at the limit
 SELECT_ELEMENTS = 1 << 22  # rows x arms x points held at once when scoring (32 MB of float64)
 # Above this many rows (or window / 4), an update rebuilds M (O(points^3) per arm) rather than
@@ -519,8 +520,8 @@ RFF_UCB = Family(
             256,
             "random features D (spec: 256-1024)",
             static=True,
-            check=positive_int,
-            rule="integer >= 1",
+            check=lambda x: positive_int(x) and float(x) <= MAX_FEATURES,
+            rule=f"an integer in [1, {MAX_FEATURES}]",
         ),
         "bandwidth": Hyper(
             1.0,

@@ -31,7 +31,8 @@ CONTENDERS = 32
 
 def _grid(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     mean = a / (a + b)
-    sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
+    # m(1-m)/(a+b+1) rather than ab/((a+b)^2 (a+b+1)): no overflow for huge priors
+    sd = np.sqrt(mean * (1.0 - mean) / (a + b + 1.0))
     top = np.argsort(-(mean + 2.0 * sd), kind="stable")[:CONTENDERS]
     local = (mean[top, None] + sd[top, None] * NODES[None, :]).ravel()
     pts = np.concatenate([[0.0, 1.0], BACKBONE, local[(local > 0.0) & (local < 1.0)]])

@@ -85,7 +85,8 @@ def conditional(prefix: Array) -> Array:
     """P(a_j | a_<j) from prefix probabilities (works on jnp and numpy arrays)."""
     xp = jnp if isinstance(prefix, jax.Array) else np
     prev = xp.concatenate([xp.ones_like(prefix[:, :1]), prefix[:, :-1]], axis=1)
-    return prefix / xp.maximum(prev, 1e-300)
+    # a ratio of two quadrature results can round a hair above 1
+    return xp.clip(prefix / xp.maximum(prev, 1e-300), 0.0, 1.0)
 
 
 def rank_core(fam, cfg, k: int, h, state, ctx, keys, elig, eps, t):

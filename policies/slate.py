@@ -26,6 +26,7 @@ from .linear import ridge
 from .rank_probs import BetaRank, SampledRank
 from .ranked import tiebreak, top_k
 
+MAX_POSITIONS = 1024  # per (item, slot) statistics: N x positions floats twice
 KAPPA_ROUNDS = 25  # alternating ML steps for a learned kappa (read time, O(N * slots) each)
 
 # --- PBM-TS ------------------------------------------------------------------------------------
@@ -124,8 +125,8 @@ SLATE_PBM_TS = Family(
             10,
             "slots with their own statistics (>= the slate size)",
             static=True,
-            check=positive_int,
-            rule="an integer >= 1",
+            check=lambda x: positive_int(x) and float(x) <= MAX_POSITIONS,
+            rule=f"an integer in [1, {MAX_POSITIONS}]",
         ),
         "kappa": Hyper(
             None,

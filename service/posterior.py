@@ -48,8 +48,9 @@ def _pad8(x: np.ndarray, fill: float) -> np.ndarray:
 
 def _beta_cdf(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
     k = a.size
-    out = _betainc(jnp.asarray(_pad8(a, 1.0)), jnp.asarray(_pad8(b, 1.0)),
-                   jnp.asarray(_pad8(x, 0.5)))
+    out = _betainc(
+        jnp.asarray(_pad8(a, 1.0)), jnp.asarray(_pad8(b, 1.0)), jnp.asarray(_pad8(x, 0.5))
+    )
     return np.asarray(out)[:k]
 
 
@@ -175,9 +176,7 @@ def gaussian_model(n: np.ndarray, s: np.ndarray, hyper: Mapping[str, float]) -> 
     )
 
 
-def nig_model(
-    n: np.ndarray, s1: np.ndarray, s2: np.ndarray, hyper: Mapping[str, float]
-) -> Model:
+def nig_model(n: np.ndarray, s1: np.ndarray, s2: np.ndarray, hyper: Mapping[str, float]) -> Model:
     stats = {k: np.asarray(v, np.float64) for k, v in (("n", n), ("s1", s1), ("s2", s2))}
     mun, kn, an, bn = (np.asarray(v, np.float64) for v in nig_posterior(hyper, stats))
     # Marginal posterior of the mean: Student-t, 2 a_n degrees of freedom, scale^2 b_n/(a_n k_n).
@@ -213,8 +212,14 @@ def empirical_model(sums_n: np.ndarray, total: np.ndarray, sumsq: np.ndarray) ->
     )
 
 
-def family_model(family: str, hyper: Mapping[str, Any], stats: Mapping[str, Any],
-                 n: np.ndarray, total: np.ndarray, sumsq: np.ndarray) -> Model:
+def family_model(
+    family: str,
+    hyper: Mapping[str, Any],
+    stats: Mapping[str, Any],
+    n: np.ndarray,
+    total: np.ndarray,
+    sumsq: np.ndarray,
+) -> Model:
     """The model of a non-contextual family: its posterior (from ``stats``, the policy's
     sufficient statistics per slot) when Bayesian, else the empirical normal approximation from
     the logged reward sums (``n``, ``total``, ``sumsq`` per slot)."""

@@ -195,9 +195,7 @@ def _item_rows(
     return out
 
 
-def _apply_ranked(
-    rt: Runtime, fam: Family, state: State, batch: Sequence[rows.Pending]
-) -> State:
+def _apply_ranked(rt: Runtime, fam: Family, state: State, batch: Sequence[rows.Pending]) -> State:
     """Ranked families: [B, k] lists with per-slot rewards, one update call per list length
     (and per chunk of per-item features); the batch still counts as one version."""
     version = int(state.meta.version)
@@ -213,8 +211,10 @@ def _apply_ranked(
             src = (fb.context, fb.sparse_indices, fb.arm_feature_slots, fb.arm_features)
         else:
             d = p.decision
-            if d is None or d.revision != rt.revision or (
-                d.holdout and not reward_cfg["train_on_holdout"]
+            if (
+                d is None
+                or d.revision != rt.revision
+                or (d.holdout and not reward_cfg["train_on_holdout"])
             ):
                 continue
             chosen = d.chosen

@@ -41,6 +41,7 @@ from .writer import GroupCommitter
 log = logging.getLogger("banditd.service")
 RECENT_S = 120.0  # how long this process remembers its own decisions for replays
 RECENT_MAX = 500_000
+MAX_CLIENT_SEQUENCE = 2**63 - 1
 R = TypeVar("R")
 
 STATUS = {"active": pb.EXPERIMENT_STATUS_ACTIVE, "paused": pb.EXPERIMENT_STATUS_PAUSED}
@@ -260,12 +261,13 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 config["holdout_fraction"] = hold
             new_hyper = dict(config["hyperparameters"])
             if request.HasField("hyperparameters"):
-                given = spec.struct_to_dict(request.hyperparameters)
+                given = spec.struct_to_dict("hyperparameters", request.hyperparameters)
                 merged = {**new_hyper, **given}
                 new_hyper = spec.resolve_hyper("hyperparameters", config["family"], merged)
                 spec.check_slate(
                     "hyperparameters.positions", config["family"], new_hyper, config["slate_size"]
                 )
+                spec.check_shared("hyperparameters.shared", new_hyper, config["arm_feature_dim"])
             existing = {a.arm_id for a in rt.arms}
             new_arms = spec.parse_arms(
                 "add_arms", request.add_arms, config["arm_feature_dim"], existing
@@ -292,6 +294,11 @@ class Servicer(pb_grpc.BanditServiceServicer):
             )
             config["hyperparameters"] = new_hyper
             config["status"] = status
+            # Build (and for a new revision compile) the policy before anything is written: a
+            # failure here must leave the log and the runtime as they were.
+            policy = policies.make(config["family"], **new_hyper)
+            if new_revision:
+                compile_policy(config, policy, len(rt.arms) + len(new_arms))
             # All checks passed: write to the log, then the live runtime.
             if new_arms:
                 self.log.add_arms(
@@ -321,10 +328,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 )
             exp = self.log.update_experiment(rt.exp.id, status=status, config=config)
             with rt.lock:
-                policy = policies.make(config["family"], **new_hyper)
                 arms = self.log.list_arms(rt.exp.id)
                 if new_revision:
-                    compile_policy(config, policy, len(arms))
                     if self.precompiler is not None:
                         self.precompiler.submit(config, policy, len(arms))
                     state = fresh_state(
@@ -411,7 +416,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 rt.arm_matrix(f"items[{i}].arm_features", arm_over[i], np.nonzero(elig_rows[i])[0])
                 for i in range(n)
             ]
-        # Validation is complete: nothing below rejects the request.
+        # Validation is complete: nothing below rejects the request, except a policy that
+        # gives non-finite probabilities (refused in _decide, before anything is logged).
         # Only ids the client chose can have been decided before; fresh server ids cannot.
         given = [event_ids[i] for i in range(n) if request.items[i].event_id]
         replay = self._recorded(rt, given) if given else {}
@@ -524,6 +530,14 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 else:
                     chosen[j, 0] = slots[rng.integers(slots.size)]
                     props[j, 0] = 1.0 / slots.size
+        if not np.isfinite(props).all():
+            # e.g. overflowing posteriors of extreme priors. Refused before anything is logged:
+            # a NaN propensity would fail the decision's row (and its group commit's others).
+            raise precondition(
+                "name",
+                f"the policy of {rt.key} gave non-finite choice probabilities; "
+                "its hyperparameters may be out of range",
+            )
         window = cfg["reward"]["wait_window_s"]
         version = int(state.meta.version)
         decided: dict[int, rows.Decision] = {}
@@ -597,6 +611,11 @@ class Servicer(pb_grpc.BanditServiceServicer):
             raise invalid(
                 f"{prefix}rewards",
                 f"{n} rewards and observations is above the limit of {self.config.max_items}",
+            )
+        if request.client_sequence > MAX_CLIENT_SEQUENCE:  # the log stores a signed BIGINT
+            raise invalid(
+                f"{prefix}client_sequence",
+                f"must be at most {MAX_CLIENT_SEQUENCE}, got {request.client_sequence}",
             )
         ranked = fam.ranked
         ids = []

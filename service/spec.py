@@ -29,6 +29,7 @@ APPLY_MODES = {
 }
 MAX_ARMS = 100_000
 MAX_DIM = 65_536
+MAX_WAIT_WINDOW_S = 315_576_000_000  # google.protobuf.Duration's range (10,000 years)
 
 
 def check_name(field: str, value: str) -> str:
@@ -45,8 +46,27 @@ def finite(field: str, x: float) -> float:
     return float(x)
 
 
-def struct_to_dict(s: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(s) if s is not None else {}
+def _finite_value(v: Any) -> bool:
+    """Whether a google.protobuf.Value holds only finite numbers (JSON has no NaN or inf)."""
+    kind = v.WhichOneof("kind")
+    if kind == "number_value":
+        return math.isfinite(v.number_value)
+    if kind == "struct_value":
+        return all(_finite_value(x) for x in v.struct_value.fields.values())
+    if kind == "list_value":
+        return all(_finite_value(x) for x in v.list_value.values)
+    return True
+
+
+def struct_to_dict(field: str, s: Any) -> dict[str, Any]:
+    """A Struct as plain JSON values; a NaN or infinite number (which JSON cannot hold) is
+    INVALID_ARGUMENT naming its top-level key."""
+    if s is None:
+        return {}
+    for key, v in s.fields.items():
+        if not _finite_value(v):
+            raise invalid(f"{field}.{key}", "numbers must be finite (JSON has no NaN or inf)")
+    return json_format.MessageToDict(s)
 
 
 def check_reward(field: str, value: float, kind: str) -> float:
@@ -83,11 +103,17 @@ def parse_arms(field: str, arms: Any, arm_feature_dim: int, existing: set[str]) 
                 raise invalid(
                     f"{field}[{i}].features",
                     f"expected {arm_feature_dim} values "
-                    "(feature_schema.arm_feature_dimension), got {len(a.features)}",
+                    f"(feature_schema.arm_feature_dimension), got {len(a.features)}",
                 )
             feats = tuple(finite(f"{field}[{i}].features", v) for v in a.features)
         out.append(
-            ArmDef(a.id, struct_to_dict(a.metadata) if a.HasField("metadata") else {}, feats)
+            ArmDef(
+                a.id,
+                struct_to_dict(f"{field}[{i}].metadata", a.metadata)
+                if a.HasField("metadata")
+                else {},
+                feats,
+            )
         )
     if len(seen) > MAX_ARMS:
         raise invalid(field, f"at most {MAX_ARMS} arms")
@@ -117,7 +143,9 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
     hyper = resolve_hyper(
         "experiment.hyperparameters",
         e.family,
-        struct_to_dict(e.hyperparameters) if e.HasField("hyperparameters") else {},
+        struct_to_dict("experiment.hyperparameters", e.hyperparameters)
+        if e.HasField("hyperparameters")
+        else {},
     )
     fam = policies.get(e.family)
     fs = e.feature_schema
@@ -136,11 +164,13 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
             f"family {fam.name!r} scores per-item features; set their length (arm features "
             "come from Arm.features and per-request arm_features)",
         )
-    if hyper.get("shared") and fs.arm_feature_dimension == 0:
+    if fam.contextual and fam.per_arm_contexts == "no" and fs.arm_feature_dimension:
         raise invalid(
             "experiment.feature_schema.arm_feature_dimension",
-            "shared=True learns one parameter over per-arm features; set their length",
+            f"family {fam.name!r} scores one context per decision, not per-arm features; "
+            "leave it 0",
         )
+    check_shared("experiment.feature_schema.arm_feature_dimension", hyper, fs.arm_feature_dimension)
     kind = REWARD_KINDS.get(e.reward.kind, "binary" if e.reward.kind == 0 else None)
     if kind is None:
         raise invalid("experiment.reward.kind", f"unknown reward kind {e.reward.kind}")
@@ -152,6 +182,11 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
     window = e.reward.wait_window.seconds + e.reward.wait_window.nanos / 1e9
     if window < 0:
         raise invalid("experiment.reward.wait_window", "must not be negative")
+    if window > MAX_WAIT_WINDOW_S:
+        raise invalid(
+            "experiment.reward.wait_window",
+            f"at most {MAX_WAIT_WINDOW_S} s (the range of a Duration), got {window:g} s",
+        )
     default = None
     if e.reward.HasField("default_reward"):
         default = check_reward("experiment.reward.default_reward", e.reward.default_reward, kind)
@@ -215,6 +250,16 @@ def parse_experiment(e: pb.Experiment) -> tuple[dict[str, Any], list[ArmDef]]:
         "status": status,
     }
     return config, arms
+
+
+def check_shared(field: str, hyper: Mapping[str, Any], arm_feature_dim: int) -> None:
+    """``shared=True`` (one model over per-arm features) needs an arm feature length."""
+    if hyper.get("shared") and arm_feature_dim == 0:
+        raise invalid(
+            field,
+            "shared=True learns one parameter over per-arm features; set their length "
+            "(feature_schema.arm_feature_dimension)",
+        )
 
 
 def check_slate(field: str, family: str, hyper: Mapping[str, Any], k: int) -> None:

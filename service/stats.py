@@ -131,9 +131,7 @@ def ranked_arms(engine: sa.Engine, experiment_id: int, observe: str) -> dict[int
     return out
 
 
-def _model_summary(
-    rt: Runtime, state: policies.State, arm_sums: dict[int, ArmSummary]
-) -> _Summary:
+def _model_summary(rt: Runtime, state: policies.State, arm_sums: dict[int, ArmSummary]) -> _Summary:
     family = rt.config["family"]
     version = int(state.meta.version)
     slots = np.asarray([a.slot for a in rt.arms], dtype=np.int64)
@@ -248,8 +246,12 @@ def experiment_stats(rt: Runtime, log: EventLog) -> pb.GetStatsResponse:
         )
         played = np.asarray([a.decisions - a.holdout_decisions for a in resp.arms], np.float64)
         # One arm's regret per decision; a list's regret is not defined by per-arm means alone.
-        regret = None if fam.ranked else posterior.plug_in_regret(
-            played, summary.model.mean, np.asarray([a.active for a in rt.arms], dtype=bool)
+        regret = (
+            None
+            if fam.ranked
+            else posterior.plug_in_regret(
+                played, summary.model.mean, np.asarray([a.active for a in rt.arms], dtype=bool)
+            )
         )
         if regret is not None:
             resp.regret = regret
