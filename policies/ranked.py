@@ -57,9 +57,10 @@ def uniform_list(mask: Array, noise: Array, k: int) -> Array:
 
 
 def uniform_prefix(mask: Array, k: int) -> Array:
-    """P_uniform(a_1..a_j) for j = 1..k: prod_{i<j} 1 / (E - i)."""
-    e = mask.sum(-1).astype(jnp.float64)[:, None]
-    return jnp.cumprod(1.0 / jnp.maximum(e - jnp.arange(k)[None, :], 1.0), axis=1)
+    """P_uniform(a_1..a_j) for j = 1..k: prod_{i<j} 1 / (E - i) (jnp or numpy masks)."""
+    xp = jnp if isinstance(mask, jax.Array) else np
+    e = mask.sum(-1).astype(xp.float64)[:, None]
+    return xp.cumprod(1.0 / xp.maximum(e - xp.arange(k)[None, :], 1.0), axis=1)
 
 
 def greedy_prefix(scores: Array, mask: Array, arms: Array) -> Array:
@@ -120,8 +121,9 @@ def cascade_observed(rewards: Array) -> Array:
     return (before == 0).astype(xp.float64)
 
 
-def observed_mask(fam, rewards: Array) -> Array:
-    if fam.observe == "cascade":
+def observed_mask(observe: str, rewards: Array) -> Array:
+    """The ``observed`` weights of ranked feedback under a family's ``observe`` rule."""
+    if observe == "cascade":
         return cascade_observed(rewards)
     xp = jnp if isinstance(rewards, jax.Array) else np
     return xp.ones(rewards.shape, xp.float64)

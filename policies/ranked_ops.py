@@ -17,7 +17,7 @@ import numpy as np
 
 from .base import SelectOutput, State, key_uniform_host, next_pow2, to_key_array
 from .family import Family
-from .ranked import conditional, observed_mask
+from .ranked import conditional, observed_mask, uniform_prefix
 
 MODEL_MEMO = 128
 
@@ -141,10 +141,9 @@ class RankedOps:
                 top = items[np.argpartition(-s[items], k - 1)[:k]]
                 arms[i] = top[np.argsort(-s[top], kind="stable")]
             model = self.model(state, m, None, k)
-            e = items.size
-            unif = np.cumprod(1.0 / (e - np.arange(k)))
+            unif = uniform_prefix(m[None, :], k)[0]
             prefix[i] = (1.0 - eps) * model.prefix(arms[i]) + eps * unif
-            first[i] = np.where(m, (1.0 - eps) * model.first() + eps / e, 0.0)
+            first[i] = np.where(m, (1.0 - eps) * model.first() + eps / items.size, 0.0)
         return SelectOutput(arms, conditional(prefix), scores, first)
 
     def _host_stats(self, state: State) -> dict[str, np.ndarray]:
@@ -232,7 +231,7 @@ class RankedOps:
         if fam.reward_kinds == ("binary",) and not np.isin(r, (0.0, 1.0)).all():
             raise ValueError(f"rewards: family {fam.name!r} takes per-slot clicks 0 or 1")
         if observed is None:
-            w = observed_mask(fam, r)
+            w = observed_mask(fam.observe, r)
         else:
             w = np.asarray(observed, np.float64)
             if w.shape != a.shape:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from banditd.policies import Policy, get
+from banditd.policies.ranked import observed_mask
 
 from .env import Array, Env, RankedEnv
 
@@ -129,13 +130,6 @@ def _learn_ranked(agent: _Agent, h, state, ctx, arms, r, t):
     w = observed_mask(agent.observe, r)
     tt = jnp.full((1,), t, jnp.float64)
     return agent.update(h, state, x, arms[None], r[None], w[None], jnp.ones((1,)), tt)
-
-
-def observed_mask(observe: str, r: Array) -> Array:
-    if observe == "cascade":
-        clicked = r > 0
-        return ((jnp.cumsum(clicked) - clicked) == 0).astype(jnp.float64)
-    return jnp.ones(r.shape, jnp.float64)
 
 
 _PROGRAMS: dict[tuple[_Agent, int], Any] = {}
