@@ -5,7 +5,6 @@ GetStats and in the log."""
 from __future__ import annotations
 
 import pathlib
-import threading
 import time
 
 import grpc
@@ -16,24 +15,11 @@ from banditd.service.config import ServerConfig
 from banditd.service.server import start
 from banditd.v1 import bandit_pb2 as pb
 from banditd.v1 import bandit_pb2_grpc as pb_grpc
+from fake_clock import FakeClock
 from google.protobuf import duration_pb2
 
 NS = "join"
 WINDOW = 10.0
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_800_000_000.0) -> None:
-        self.t = t
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self.lock:
-            return self.t
-
-    def advance(self, dt: float) -> None:
-        with self.lock:
-            self.t += dt
 
 
 class Server:
@@ -59,8 +45,9 @@ class Server:
         self.running.servicer.decisions.flush()
         self.running.learner.drain(self.rt(name))
 
-    def create(self, name: str, *, default: float | None = None, mode: int = 0,
-               window: float = WINDOW) -> None:
+    def create(
+        self, name: str, *, default: float | None = None, mode: int = 0, window: float = WINDOW
+    ) -> None:
         e = pb.Experiment(namespace=NS, name=name, family="beta_ts")
         e.reward.kind = pb.REWARD_KIND_BINARY
         e.reward.wait_window.CopyFrom(duration_pb2.Duration(seconds=int(window)))
@@ -73,12 +60,16 @@ class Server:
 
     def select(self, name: str, n: int = 1, deferred: bool = False) -> list[pb.Decision]:
         items = [pb.SelectItem(event_id=new_event_id(), deferred=deferred) for _ in range(n)]
-        return list(self.stub.Select(pb.SelectRequest(namespace=NS, name=name,
-                                                      items=items)).decisions)
+        return list(
+            self.stub.Select(pb.SelectRequest(namespace=NS, name=name, items=items)).decisions
+        )
 
     def reward(self, name: str, event_id: str, value: float) -> pb.FeedbackAck:
-        return self.stub.Update(pb.UpdateRequest(namespace=NS, name=name, rewards=[
-            pb.Reward(event_id=event_id, value=value)])).acks[0]
+        return self.stub.Update(
+            pb.UpdateRequest(
+                namespace=NS, name=name, rewards=[pb.Reward(event_id=event_id, value=value)]
+            )
+        ).acks[0]
 
     def stats(self, name: str) -> pb.GetStatsResponse:
         return self.stub.GetStats(pb.GetStatsRequest(namespace=NS, name=name))
@@ -205,8 +196,7 @@ def test_deferred_decisions_get_no_default_until_activated(server: Server, clock
     clock.advance(3 * WINDOW)
     server.settle("def")
     assert server.log_kinds("def") == {}
-    act = server.stub.Activate(pb.ActivateRequest(namespace=NS, name="def",
-                                                  event_ids=[d.event_id]))
+    act = server.stub.Activate(pb.ActivateRequest(namespace=NS, name="def", event_ids=[d.event_id]))
     assert act.activated == 1
     clock.advance(WINDOW / 2)
     server.settle("def")
@@ -259,9 +249,14 @@ def test_stream_updates_acks_in_order_with_committed_sequence(server: Server) ->
 
     def messages():
         for i in range(0, 30, 10):
-            yield pb.StreamUpdatesRequest(update=pb.UpdateRequest(
-                namespace=NS, name="stream", client_sequence=i // 10 + 1,
-                rewards=[pb.Reward(event_id=d.event_id, value=1.0) for d in ds[i:i + 10]]))
+            yield pb.StreamUpdatesRequest(
+                update=pb.UpdateRequest(
+                    namespace=NS,
+                    name="stream",
+                    client_sequence=i // 10 + 1,
+                    rewards=[pb.Reward(event_id=d.event_id, value=1.0) for d in ds[i : i + 10]],
+                )
+            )
 
     acks = list(server.stub.StreamUpdates(messages()))
     assert [a.committed_client_sequence for a in acks] == [1, 2, 3]
@@ -274,12 +269,24 @@ def test_stream_updates_acks_in_order_with_committed_sequence(server: Server) ->
 def test_stream_error_names_the_message_and_field(server: Server) -> None:
     server.create("stream_bad")
     (d,) = server.select("stream_bad")
-    msgs = [pb.StreamUpdatesRequest(update=pb.UpdateRequest(
-        namespace=NS, name="stream_bad", client_sequence=1,
-        rewards=[pb.Reward(event_id=d.event_id, value=1.0)])),
-        pb.StreamUpdatesRequest(update=pb.UpdateRequest(
-            namespace=NS, name="stream_bad", client_sequence=2,
-            rewards=[pb.Reward(event_id=d.event_id, value=7.0)]))]
+    msgs = [
+        pb.StreamUpdatesRequest(
+            update=pb.UpdateRequest(
+                namespace=NS,
+                name="stream_bad",
+                client_sequence=1,
+                rewards=[pb.Reward(event_id=d.event_id, value=1.0)],
+            )
+        ),
+        pb.StreamUpdatesRequest(
+            update=pb.UpdateRequest(
+                namespace=NS,
+                name="stream_bad",
+                client_sequence=2,
+                rewards=[pb.Reward(event_id=d.event_id, value=7.0)],
+            )
+        ),
+    ]
     it = server.stub.StreamUpdates(iter(msgs))
     first = next(it)
     assert first.committed_client_sequence == 1
@@ -292,13 +299,21 @@ def test_stream_error_names_the_message_and_field(server: Server) -> None:
 def test_a_retried_update_gets_its_first_ack_back(server: Server) -> None:
     server.create("retry")
     (d,) = server.select("retry")
-    req = pb.UpdateRequest(namespace=NS, name="retry", rewards=[
-        pb.Reward(event_id=d.event_id, value=1.0, reward_id="rid-1")])
+    req = pb.UpdateRequest(
+        namespace=NS,
+        name="retry",
+        rewards=[pb.Reward(event_id=d.event_id, value=1.0, reward_id="rid-1")],
+    )
     first = server.stub.Update(req).acks[0]
     again = server.stub.Update(req).acks[0]  # e.g. the first ack was lost in transit
     assert again.kind == first.kind == pb.FEEDBACK_KIND_REWARD
     assert again.sequence == first.sequence
-    other = server.stub.Update(pb.UpdateRequest(namespace=NS, name="retry", rewards=[
-        pb.Reward(event_id=d.event_id, value=0.0, reward_id="rid-2")])).acks[0]
+    other = server.stub.Update(
+        pb.UpdateRequest(
+            namespace=NS,
+            name="retry",
+            rewards=[pb.Reward(event_id=d.event_id, value=0.0, reward_id="rid-2")],
+        )
+    ).acks[0]
     assert other.kind == pb.FEEDBACK_KIND_DUPLICATE
     assert server.log_kinds("retry") == {"reward": 1, "duplicate": 1}

@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import pathlib
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +46,7 @@ from banditd.service.server import Running, start
 from banditd.store import schema
 from banditd.v1 import bandit_pb2 as pb
 from banditd.v1 import bandit_pb2_grpc as pb_grpc
+from fake_clock import FakeClock
 from fuzz_messages import Fuzzer, field_path_problem, stream_path_problem
 from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.message import Message
@@ -112,18 +112,6 @@ SETTINGS = settings(
         HealthCheck.filter_too_much,
     ],
 )
-
-
-class FakeClock:
-    """Fixed server time: wait windows never close, so every reward is in its window."""
-
-    def __init__(self, t: float = 1_800_000_000.0) -> None:
-        self.t = t
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self.lock:
-            return self.t
 
 
 class Records(logging.Handler):

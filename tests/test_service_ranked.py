@@ -9,7 +9,6 @@ import math
 import os
 import pathlib
 import sqlite3
-import threading
 from typing import Any
 
 import grpc
@@ -26,6 +25,7 @@ from banditd.store.schema import decisions, feedback
 from banditd.store.sql import SqlEventLog
 from banditd.v1 import bandit_pb2 as pb
 from banditd.v1 import bandit_pb2_grpc as pb_grpc
+from fake_clock import FakeClock
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 os.environ.setdefault("BANDITD_JAX_CACHE", str(ROOT / ".jax_cache"))  # the tests' shared cache
@@ -33,20 +33,6 @@ os.environ.setdefault("BANDITD_JAX_CACHE", str(ROOT / ".jax_cache"))  # the test
 NS = "ranked"
 ARMS = [f"item{i}" for i in range(8)]
 WINDOW = 10.0
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_800_000_000.0) -> None:
-        self.t = t
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self.lock:
-            return self.t
-
-    def advance(self, dt: float) -> None:
-        with self.lock:
-            self.t += dt
 
 
 class Server:
@@ -387,45 +373,74 @@ def _upd(name: str, *rewards: pb.Reward, observations: tuple = ()) -> pb.UpdateR
 
 BAD: dict[str, tuple[str, Any, str]] = {
     "missing slot_values": (
-        "bad", lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"], value=1.0)),
-        "rewards[0].slot_values"),
+        "bad",
+        lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"], value=1.0)),
+        "rewards[0].slot_values",
+    ),
     "short slot_values": (
-        "bad", lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"], slot_values=[0, 1])),
-        "rewards[0].slot_values"),
+        "bad",
+        lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"], slot_values=[0, 1])),
+        "rewards[0].slot_values",
+    ),
     "long slot_values": (
-        "bad", lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"], slot_values=[0, 0, 0, 1])),
-        "rewards[0].slot_values"),
+        "bad",
+        lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"], slot_values=[0, 0, 0, 1])),
+        "rewards[0].slot_values",
+    ),
     "non-binary slot value": (
-        "bad", lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"], slot_values=[0, 0.5, 0])),
-        "rewards[0].slot_values[1]"),
+        "bad",
+        lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"], slot_values=[0, 0.5, 0])),
+        "rewards[0].slot_values[1]",
+    ),
     "NaN slot value": (
-        "bad", lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"],
-                                                slot_values=[0, 0, float("nan")])),
-        "rewards[0].slot_values[2]"),
+        "bad",
+        lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"], slot_values=[0, 0, float("nan")])),
+        "rewards[0].slot_values[2]",
+    ),
     "second reward bad, first fine": (
-        "bad", lambda ev: _upd("bad", pb.Reward(event_id=ev["bad"], slot_values=[0, 1, 0]),
-                               pb.Reward(event_id=ev["bad"], slot_values=[1])),
-        "rewards[1].slot_values"),
+        "bad",
+        lambda ev: _upd(
+            "bad",
+            pb.Reward(event_id=ev["bad"], slot_values=[0, 1, 0]),
+            pb.Reward(event_id=ev["bad"], slot_values=[1]),
+        ),
+        "rewards[1].slot_values",
+    ),
     "slot_values on a single-arm family": (
-        "bad-single", lambda ev: _upd("bad-single", pb.Reward(event_id=ev["bad-single"],
-                                                              value=1, slot_values=[1])),
-        "rewards[0].slot_values"),
+        "bad-single",
+        lambda ev: _upd(
+            "bad-single", pb.Reward(event_id=ev["bad-single"], value=1, slot_values=[1])
+        ),
+        "rewards[0].slot_values",
+    ),
     "observation repeats an arm": (
-        "bad", lambda ev: _upd("bad", observations=(pb.Observation(
-            arm_ids=["item1", "item1"], rewards=[0, 1]),)),
-        "observations[0].arm_ids[1]"),
+        "bad",
+        lambda ev: _upd(
+            "bad", observations=(pb.Observation(arm_ids=["item1", "item1"], rewards=[0, 1]),)
+        ),
+        "observations[0].arm_ids[1]",
+    ),
     "observation reward count": (
-        "bad", lambda ev: _upd("bad", observations=(pb.Observation(
-            arm_ids=["item1", "item2"], rewards=[0]),)),
-        "observations[0].rewards"),
+        "bad",
+        lambda ev: _upd(
+            "bad", observations=(pb.Observation(arm_ids=["item1", "item2"], rewards=[0]),)
+        ),
+        "observations[0].rewards",
+    ),
     "observation non-binary": (
-        "bad", lambda ev: _upd("bad", observations=(pb.Observation(
-            arm_ids=["item1", "item2"], rewards=[0, 2]),)),
-        "observations[0].rewards[1]"),
+        "bad",
+        lambda ev: _upd(
+            "bad", observations=(pb.Observation(arm_ids=["item1", "item2"], rewards=[0, 2]),)
+        ),
+        "observations[0].rewards[1]",
+    ),
     "observation longer than the PBM positions": (
-        "bad-pbm", lambda ev: _upd("bad-pbm", observations=(pb.Observation(
-            arm_ids=ARMS[:4], rewards=[0, 0, 0, 0]),)),
-        "observations[0].arm_ids"),
+        "bad-pbm",
+        lambda ev: _upd(
+            "bad-pbm", observations=(pb.Observation(arm_ids=ARMS[:4], rewards=[0, 0, 0, 0]),)
+        ),
+        "observations[0].arm_ids",
+    ),
 }
 
 
@@ -445,9 +460,13 @@ def test_bad_ranked_feedback_is_rejected_without_side_effects(server: Server, ca
 CREATE_BAD: dict[str, tuple[pb.Experiment, str]] = {
     "slate larger than the arms": (_exp("c1", "cascade_ts", 3, 4), "experiment.slate_size"),
     "slate larger than the PBM positions": (
-        _exp("c2", "slate_pbm_ts", 6, 4), "experiment.slate_size"),
+        _exp("c2", "slate_pbm_ts", 6, 4),
+        "experiment.slate_size",
+    ),
     "linear cascade without item features": (
-        _exp("c3", "cascade_linucb", 6, 2), "experiment.feature_schema.arm_feature_dimension"),
+        _exp("c3", "cascade_linucb", 6, 2),
+        "experiment.feature_schema.arm_feature_dimension",
+    ),
 }
 
 
@@ -647,7 +666,9 @@ def test_ranked_arm_sums_count_impressions_and_observed_slots(
     from banditd.store.rows import ArmSpec, Decision, Feedback, RevisionSpec
 
     exp = sql_log.create_experiment(
-        "ns", "sums", config={"reward": {"kind": "binary"}},
+        "ns",
+        "sums",
+        config={"reward": {"kind": "binary"}},
         revision=RevisionSpec(1, "cascade_ts", {}),
         arms=[ArmSpec(f"a{i}") for i in range(5)],
     )
@@ -655,18 +676,28 @@ def test_ranked_arm_sums_count_impressions_and_observed_slots(
     n = 200
     lists = [tuple(int(v) for v in rng.permutation(5)[:3]) for _ in range(n)]
     hold = rng.random(n) < 0.2
-    sql_log.insert_decisions([
-        Decision(exp.id, f"e{i}", 1, 0, lists[i], (0.2, 0.25, 1 / 3), 1000.0,
-                 holdout=bool(hold[i]))
-        for i in range(n)
-    ])
+    sql_log.insert_decisions(
+        [
+            Decision(
+                exp.id, f"e{i}", 1, 0, lists[i], (0.2, 0.25, 1 / 3), 1000.0, holdout=bool(hold[i])
+            )
+            for i in range(n)
+        ]
+    )
     clicks = rng.random((n, 3)) < 0.3
     rewarded = rng.random(n) < 0.7  # the rest get a default 0
     fb = []
     for i in range(n):
         if rewarded[i]:
-            fb.append(Feedback(exp.id, "reward", float(clicks[i].any()), event_id=f"e{i}",
-                               slot_rewards=tuple(float(c) for c in clicks[i])))
+            fb.append(
+                Feedback(
+                    exp.id,
+                    "reward",
+                    float(clicks[i].any()),
+                    event_id=f"e{i}",
+                    slot_rewards=tuple(float(c) for c in clicks[i]),
+                )
+            )
         else:
             fb.append(Feedback(exp.id, "default", 0.0, event_id=f"e{i}"))
     fb.append(Feedback(exp.id, "duplicate", 1.0, event_id="e0", slot_rewards=(1.0, 1.0, 1.0)))
