@@ -639,7 +639,7 @@ def split_main(n: int, rate: float) -> None:
     t_started = time.monotonic()
     running = start(ServerConfig(host="127.0.0.1", port=0, data_dir=tmp, log_level="WARNING"))
     sv = running.servicer
-    out: dict[str, Any] = {"flush_ms": sv.config.writer_flush_ms}
+    out: dict[str, Any] = {"flush_ms": sv.config.decision_flush_ms}
 
     class Ctx:
         def abort(self, code: Any, message: str) -> None:

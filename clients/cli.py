@@ -196,7 +196,17 @@ def serve(
     ] = None,
     writer_flush_ms: Annotated[
         float | None,
-        typer.Option(help="Decision writer group-commit wait (ms).", show_default=False),
+        typer.Option(
+            help="Feedback writer group-commit wait (ms; Update waits for it; default 2).",
+            show_default=False,
+        ),
+    ] = None,
+    decision_flush_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="Decision writer group-commit wait (ms; Select does not wait; default 10).",
+            show_default=False,
+        ),
     ] = None,
     learner_batch: Annotated[
         int | None, typer.Option(help="Feedback rows per learner apply.", show_default=False)
@@ -235,6 +245,7 @@ def serve(
         redis_url=redis_url,
         max_items=max_items,
         writer_flush_ms=writer_flush_ms,
+        decision_flush_ms=decision_flush_ms,
         learner_batch=learner_batch,
         checkpoint_every=checkpoint_every,
         workers=workers,

@@ -24,7 +24,11 @@ class ServerConfig:
     database_url: str = ""  # default sqlite:///<data_dir>/banditd.db
     redis_url: str = ""  # production mode (later): hot state in Redis
     max_items: int = 1000  # Select items / Update rewards per request; more is INVALID_ARGUMENT
-    writer_flush_ms: float = 2.0  # decision log writer: max wait before a group commit
+    # Feedback writer: max wait before a group commit. Update waits for its commit, so short.
+    writer_flush_ms: float = 2.0
+    # Decision writer: Select answers before its decision is committed, so a longer wait costs
+    # no latency and makes fewer, larger commits (an Update for a queued decision flushes it).
+    decision_flush_ms: float = 10.0
     learner_batch: int = 4096  # feedback rows per learner apply
     checkpoint_every: int = 50  # applied batches between checkpoints
     workers: int = 8  # gRPC thread pool

@@ -36,6 +36,17 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.reindex()
+        self._host: tuple[Any, int, np.ndarray] | None = None
+
+    def host_meta(self, state: policies.State) -> tuple[int, np.ndarray]:
+        """(version, active mask) of a published snapshot on the host, memoized per snapshot:
+        reading a device scalar costs a Select ~20 us, and snapshots change far less often."""
+        h = self._host
+        if h is not None and h[0] is state:
+            return h[1], h[2]
+        version, active = int(state.meta.version), np.asarray(state.meta.active)
+        self._host = (state, version, active)
+        return version, active
 
     def reindex(self) -> None:
         self.slot_of = {a.arm_id: a.slot for a in self.arms}

@@ -106,7 +106,7 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
         return [(r.experiment_id, r.event_id) in skipped for r in rows]
 
     decisions: GroupCommitter[Decision, bool] = GroupCommitter(
-        "decision-writer", commit_decisions, max_wait_s=config.writer_flush_ms / 1000
+        "decision-writer", commit_decisions, max_wait_s=config.decision_flush_ms / 1000
     )
     feedback: GroupCommitter[Feedback, Any] = GroupCommitter(
         "feedback-writer", event_log.insert_feedback, max_wait_s=config.writer_flush_ms / 1000

@@ -76,6 +76,11 @@ def handler(fn: Callable[..., R]) -> Callable[..., R]:
     return wrapped
 
 
+def _mask(eligible: np.ndarray | None, active: np.ndarray) -> np.ndarray:
+    """An item's eligible mask; None (no eligible_arm_ids) means every active arm."""
+    return active if eligible is None else eligible
+
+
 class Servicer(pb_grpc.BanditServiceServicer):
     def __init__(
         self,
@@ -365,12 +370,14 @@ class Servicer(pb_grpc.BanditServiceServicer):
         wm = rt.watermark
         state = rt.state  # one snapshot for the whole request
         cfg = rt.config
-        cap = int(np.shape(state.meta.active)[0])
-        active = np.asarray(state.meta.active)
+        version, active = rt.host_meta(state)
+        cap = active.shape[0]
+        n_active = int(active.sum())
         k = cfg["slate_size"]
         event_ids: list[str] = []
         seen: dict[str, int] = {}
-        ctx_vals, ctx_idx, dense_rows, arm_over, elig_rows = [], [], [], [], []
+        ctx_vals, ctx_idx, dense_rows, arm_over = [], [], [], []
+        elig_rows: list[np.ndarray | None] = []
         for i, item in enumerate(request.items):
             eid = item.event_id or new_event_id()
             if len(eid) > 128:
@@ -398,12 +405,13 @@ class Servicer(pb_grpc.BanditServiceServicer):
                             f"items[{i}].eligible_arm_ids[{j}]", f"arm {arm_id!r} is retired"
                         )
                     mask[slot] = True
+                n_elig = int(mask.sum())
             else:
-                mask = active.copy()
-            if mask.sum() < max(k, 1):
+                mask, n_elig = None, n_active
+            if n_elig < max(k, 1):
                 raise invalid(
                     f"items[{i}].eligible_arm_ids",
-                    f"{int(mask.sum())} eligible arms; slate_size is {k}",
+                    f"{n_elig} eligible arms; slate_size is {k}",
                 )
             elig_rows.append(mask)
             over = rt.parse_arm_features(f"items[{i}].arm_features", item.arm_features)
@@ -413,7 +421,11 @@ class Servicer(pb_grpc.BanditServiceServicer):
         feats = None
         if cfg["arm_feature_dim"]:
             feats = [
-                rt.arm_matrix(f"items[{i}].arm_features", arm_over[i], np.nonzero(elig_rows[i])[0])
+                rt.arm_matrix(
+                    f"items[{i}].arm_features",
+                    arm_over[i],
+                    np.nonzero(_mask(elig_rows[i], active))[0],
+                )
                 for i in range(n)
             ]
         # Validation is complete: nothing below rejects the request, except a policy that
@@ -438,6 +450,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 arm_over,
                 elig_rows,
                 now,
+                version,
+                active,
             )
         resp = pb.SelectResponse()
         for i in range(n):
@@ -487,8 +501,10 @@ class Servicer(pb_grpc.BanditServiceServicer):
         dense_rows: list[np.ndarray],
         feats: list[np.ndarray] | None,
         arm_over: list[dict[int, np.ndarray]],
-        elig_rows: list[np.ndarray],
+        elig_rows: list[np.ndarray | None],
         now: float,
+        version: int,
+        active: np.ndarray,
     ) -> dict[int, rows.Decision]:
         cfg = rt.config
         ranked = policies.get(cfg["family"]).ranked
@@ -509,20 +525,27 @@ class Servicer(pb_grpc.BanditServiceServicer):
             idx = [todo[j] for j in pol_rows]
             ctx = np.stack([dense_rows[i] for i in idx]) if cfg["dim"] else np.zeros((len(idx), 0))
             x = rt.policy_rows(ctx, [feats[i] for i in idx] if feats is not None else None)
-            eligible = np.stack([elig_rows[i] for i in idx])
+            # None = every active arm: the policy then uses its device-resident all-true mask
+            eligible = (
+                None
+                if all(elig_rows[i] is None for i in idx)
+                else np.stack([_mask(elig_rows[i], active) for i in idx])
+            )
             if ranked:
                 out = rt.policy.select(
                     state, x, keys[pol_rows], eligible, epsilon=cfg["epsilon"], k=k
                 )
+            else:
+                out = rt.policy.select(state, x, keys[pol_rows], eligible, epsilon=cfg["epsilon"])
+            if ranked:
                 chosen[pol_rows] = out.arms
                 props[pol_rows] = out.propensity
             else:
-                out = rt.policy.select(state, x, keys[pol_rows], eligible, epsilon=cfg["epsilon"])
                 chosen[pol_rows, 0] = out.arms
                 props[pol_rows, 0] = out.propensity
         for j, h in enumerate(holdout):
             if h:  # uniform over the eligible arms, from the decision's own key
-                slots = np.nonzero(elig_rows[todo[j]])[0]
+                slots = np.nonzero(_mask(elig_rows[todo[j]], active))[0]
                 rng = np.random.default_rng(keys[j].astype(np.uint64))
                 if ranked:  # a uniformly random ordered k-subset: 1/E, 1/(E-1), ...
                     chosen[j] = rng.choice(slots, size=k, replace=False)
@@ -539,9 +562,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 "its hyperparameters may be out of range",
             )
         window = cfg["reward"]["wait_window_s"]
-        version = int(state.meta.version)
         decided: dict[int, rows.Decision] = {}
-        all_active = np.asarray(state.meta.active)
         for j, i in enumerate(todo):
             item = items[i]
             over = arm_over[i]
@@ -559,7 +580,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 arm_feature_slots=pack_i32(sorted(over)) if over else None,
                 arm_features=pack_f64(np.stack([over[s] for s in sorted(over)])) if over else None,
                 eligible=None
-                if np.array_equal(elig, all_active)
+                if elig is None or np.array_equal(elig, active)
                 else pack_i32(np.nonzero(elig)[0]),
                 unit_id=item.unit_id or None,
                 holdout=holdout[j],

@@ -90,32 +90,55 @@ def _bytes(v: Any) -> bytes | None:
     return None if v is None else bytes(v)
 
 
-def decision_values(d: Decision) -> dict[str, Any]:
+DECISION_COLUMNS = (
+    "experiment_id",
+    "event_id",
+    "revision",
+    "version",
+    "unit_id",
+    "arm_slot",
+    "propensity",
+    "chosen",
+    "slot_propensities",
+    "context",
+    "sparse_indices",
+    "arm_feature_slots",
+    "arm_features",
+    "eligible",
+    "holdout",
+    "deferred",
+    "created_at",
+    "deadline",
+)
+
+
+def decision_row(d: Decision) -> tuple[Any, ...]:
+    """The decision's column values in ``DECISION_COLUMNS`` order."""
     if not d.chosen or len(d.chosen) != len(d.slot_propensities):
         raise ValueError(
             f"chosen: decision {d.event_id!r} needs one propensity per chosen slot "
             f"(got {len(d.chosen)} slots, {len(d.slot_propensities)} propensities)"
         )
-    return {
-        "experiment_id": d.experiment_id,
-        "event_id": d.event_id,
-        "revision": d.revision,
-        "version": d.version,
-        "unit_id": d.unit_id,
-        "arm_slot": int(d.chosen[0]),
-        "propensity": float(d.propensity),
-        "chosen": pack_i32(d.chosen),
-        "slot_propensities": pack_f64(d.slot_propensities),
-        "context": d.context,
-        "sparse_indices": d.sparse_indices,
-        "arm_feature_slots": d.arm_feature_slots,
-        "arm_features": d.arm_features,
-        "eligible": d.eligible,
-        "holdout": d.holdout,
-        "deferred": d.deferred,
-        "created_at": d.created_at,
-        "deadline": d.deadline,
-    }
+    return (
+        d.experiment_id,
+        d.event_id,
+        d.revision,
+        d.version,
+        d.unit_id,
+        int(d.chosen[0]),
+        float(d.propensity),
+        pack_i32(d.chosen),
+        pack_f64(d.slot_propensities),
+        d.context,
+        d.sparse_indices,
+        d.arm_feature_slots,
+        d.arm_features,
+        d.eligible,
+        d.holdout,
+        d.deferred,
+        d.created_at,
+        d.deadline,
+    )
 
 
 def to_decision(m: RowMapping, p: str = "") -> Decision:

@@ -119,8 +119,8 @@ def test_kill_loses_only_the_last_decisions_and_no_acknowledged_update(
 ) -> None:
     data = tmp_path / "data"
     rounds = [
-        Round(2.0, 150, True),
-        Round(2.0, 300, True),
+        Round(10.0, 150, True),  # the default decision flush
+        Round(10.0, 300, True),
         Round(2.0, 450, True),
         # A long flush makes the loss of the last answers certain: the orphan path needs one.
         Round(250.0, 400, False),
@@ -135,7 +135,7 @@ def test_kill_loses_only_the_last_decisions_and_no_acknowledged_update(
 
     report = []
     for i, rnd in enumerate(rounds):
-        srv = ServerProcess(data, "--writer-flush-ms", str(rnd.flush_ms)).start()
+        srv = ServerProcess(data, "--decision-flush-ms", str(rnd.flush_ms)).start()
         kill_after(srv, rnd, seed=i)
         ids, fb = logged(data)
         answered = [e for e, _ in rnd.answered]

@@ -138,7 +138,7 @@ def test_never_issued_event_id_is_not_found(server: Server) -> None:
 
 
 def test_reward_for_a_decision_not_yet_written_waits_one_flush(tmp_path, clock) -> None:
-    srv = Server(tmp_path / "slow", clock, writer_flush_ms=300.0)
+    srv = Server(tmp_path / "slow", clock, decision_flush_ms=300.0)
     try:
         srv.create("flush")
         (d,) = srv.select("flush")  # answered before the 300 ms group commit

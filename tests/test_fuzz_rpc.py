@@ -369,6 +369,7 @@ def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         max_items=MAX_ITEMS,
         workers=4,
         writer_flush_ms=0.2,
+        decision_flush_ms=0.2,
         precompile=False,
     )
     running = start(config, clock=FakeClock())
