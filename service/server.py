@@ -6,6 +6,7 @@ report SERVING on the standard health service, so no caller pays for a compile.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pathlib
@@ -172,6 +173,9 @@ def serve(config: ServerConfig) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     running = start(config)
+    # Everything loaded so far (jax, numpy, grpc, the experiments) lives as long as the process:
+    # keep it out of the collector's full passes, which otherwise walk it all and stall Selects.
+    gc.freeze()
     print(f"banditd listening on {config.host}:{running.port}", flush=True)
     done = threading.Event()
 
