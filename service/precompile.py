@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,7 @@ class Precompiler:
         self.select_rows, self.update_rows = select_rows, update_rows
         self._jobs: queue.Queue[tuple[dict, policies.Policy, int] | None] = queue.Queue()
         self._seen: set[tuple] = set()
+        self.on_idle: Callable[[], None] | None = None  # after the last queued job
         self._thread = threading.Thread(target=self._run, name="precompile", daemon=True)
         self._thread.start()
 
@@ -106,3 +108,5 @@ class Precompiler:
                 log.warning("precompile of %s failed", job[0]["family"] if job else "?")
             finally:
                 self._jobs.task_done()
+            if self.on_idle is not None and self._jobs.unfinished_tasks == 0:
+                self.on_idle()

@@ -173,9 +173,13 @@ def serve(config: ServerConfig) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     running = start(config)
-    # Everything loaded so far (jax, numpy, grpc, the experiments) lives as long as the process:
-    # keep it out of the collector's full passes, which otherwise walk it all and stall Selects.
+    # What start-up, experiment changes and compiles leave behind (jax, numpy, grpc, traced and
+    # compiled programs) lives as long as the process. Frozen, the collector's full passes skip
+    # it: unfrozen, each pass walked it for 10-50 ms while every Select waited.
     gc.freeze()
+    running.servicer.after_admin = gc.freeze
+    if running.servicer.precompiler is not None:
+        running.servicer.precompiler.on_idle = gc.freeze
     print(f"banditd listening on {config.host}:{running.port}", flush=True)
     done = threading.Event()
 

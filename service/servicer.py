@@ -106,6 +106,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
         self.clock = clock
         self.orphans = orphans
         self.precompiler: Precompiler | None = None  # set by server.start when enabled
+        self.after_admin: Callable[[], None] | None = None  # after an experiment is created/changed
         self.config = config
         self.registry = registry
         self.log = registry.log
@@ -227,6 +228,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
             rt = self.registry.build(exp)
             self.registry.put(rt)
         log.info("created %s (%s, %d arms)", rt.key, config["family"], len(arms))
+        if self.after_admin is not None:
+            self.after_admin()
         return pb.CreateExperimentResponse(experiment=self._to_pb(rt))
 
     @handler
@@ -362,6 +365,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 rt.reindex()
                 if new_revision:
                     self.registry.checkpoint(rt)  # recovery starts the new revision here
+        if self.after_admin is not None:
+            self.after_admin()
         return pb.UpdateExperimentResponse(experiment=self._to_pb(rt), new_revision=new_revision)
 
     # --- Select --------------------------------------------------------------------------------
