@@ -189,7 +189,15 @@ def serve(
         typer.Option(help="SQLAlchemy URL of the event log.", show_default=False),
     ] = None,
     redis_url: Annotated[
-        str | None, typer.Option(help="Redis URL for hot state.", show_default=False)
+        str | None,
+        typer.Option(
+            help="Redis URL: production mode (replicas share this Redis and --database-url).",
+            show_default=False,
+        ),
+    ] = None,
+    redis_prefix: Annotated[
+        str | None,
+        typer.Option(help="Key prefix in Redis (default banditd).", show_default=False),
     ] = None,
     max_items: Annotated[
         int | None, typer.Option(help="Items per request limit.", show_default=False)
@@ -243,6 +251,7 @@ def serve(
         data_dir=data_dir,
         database_url=database_url,
         redis_url=redis_url,
+        redis_prefix=redis_prefix,
         max_items=max_items,
         writer_flush_ms=writer_flush_ms,
         decision_flush_ms=decision_flush_ms,

@@ -22,7 +22,11 @@ class ServerConfig:
     # Embedded default: SQLite event log and in-process state under data_dir.
     data_dir: str = ""
     database_url: str = ""  # default sqlite:///<data_dir>/banditd.db
-    redis_url: str = ""  # production mode (later): hot state in Redis
+    # Production mode: hot state, learner leases and the feedback signal in Redis; replicas
+    # sharing one Redis and one PostgreSQL (database_url) serve the same experiments.
+    redis_url: str = ""
+    redis_prefix: str = "banditd"  # key prefix: several deployments can share one Redis
+    lease_ttl_s: float = 5.0  # a learner that stops renewing is replaced after this long
     max_items: int = 1000  # Select items / Update rewards per request; more is INVALID_ARGUMENT
     # Feedback writer: max wait before a group commit. Update waits for its commit, so short.
     writer_flush_ms: float = 2.0

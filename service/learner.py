@@ -7,16 +7,19 @@ recorded batch is replayed at restart, an unrecorded one is still pending.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 
 from banditd.store import rows
+from banditd.store.errors import Conflict, StaleFence, StoreError
 from banditd.store.signal import FeedbackSignal
 
 from . import faults
 from .registry import Registry, apply_batch
+from .replicas import Replicas
 from .runtime import Runtime
 
 log = logging.getLogger("banditd.learner")
@@ -32,8 +35,10 @@ class Learner:
         checkpoint_every: int,
         sweep_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        replicas: Replicas | None = None,
     ) -> None:
         self.registry = registry
+        self.replicas = replicas  # production mode: learn only what this replica leads
         self.signal = signal
         self.batch = batch
         self.checkpoint_every = checkpoint_every
@@ -51,7 +56,8 @@ class Learner:
 
     def stop(self) -> None:
         self._stop.set()
-        self.signal.notify(-1)
+        with contextlib.suppress(StoreError):  # Redis down: the loop sees _stop within 50 ms
+            self.signal.notify(-1)
         self._thread.join(timeout=30)
 
     def drain(self, rt: Runtime) -> int:
@@ -134,7 +140,11 @@ class Learner:
                 last_sweep = now
             else:
                 targets = [rt for i in woken if (rt := self.registry.by_id(i)) is not None]
-            for rt in self.registry.all():
+            mine = self.registry.all()
+            if self.replicas is not None:
+                mine = [rt for rt in mine if self.replicas.leads(rt)]
+                targets = [rt for rt in targets if rt in mine]
+            for rt in mine:
                 try:
                     if self.defaults(rt) and rt not in targets:
                         targets.append(rt)
@@ -144,8 +154,18 @@ class Learner:
             for rt in targets:
                 try:
                     while not self._stop.is_set() and self.step(rt):
-                        pass
+                        if self.replicas is not None:
+                            self.replicas.applied(rt)
+                except (StaleFence, Conflict) as e:
+                    if self.replicas is not None:
+                        self.replicas.lost(rt, e)
+                    else:  # embedded: only another process on the same log could cause this
+                        self.errors += 1
+                        log.error("learner: applying feedback of %s refused: %s", rt.key, e)
                 except Exception:  # noqa: BLE001 - keep learning other experiments; retried
                     self.errors += 1
                     log.exception("learner: applying feedback of %s failed", rt.key)
                     time.sleep(0.1)
+            if self.replicas is not None:
+                for rt in mine:
+                    self.replicas.publish_due(rt)

@@ -268,11 +268,15 @@ def _apply_ranked(rt: Runtime, fam: Family, state: State, batch: Sequence[rows.P
 class Registry:
     """Every experiment this process serves, by (namespace, name) and by id."""
 
-    def __init__(self, log_: EventLog) -> None:
+    def __init__(self, log_: EventLog, *, acquire_fences: bool = True) -> None:
         self.log = log_
         self._by_key: dict[tuple[str, str], Runtime] = {}
         self._by_id: dict[int, Runtime] = {}
         self._lock = threading.Lock()
+        # Embedded: this process is every experiment's learner, so it takes the fences at load.
+        # Production: only a replica holding an experiment's lease takes its fence (on takeover),
+        # since taking one deposes the current learner.
+        self.acquire_fences = acquire_fences
         self.fences: dict[int, int] = {}
 
     def get(self, namespace: str, name: str) -> Runtime | None:
@@ -322,8 +326,18 @@ class Registry:
             replayed += 1
         if replayed:
             log.info("%s: state rebuilt from version %d + %d batches", rt.key, version, replayed)
-        self.fences[exp.id] = self.log.acquire_fence(exp.id)
+        if self.acquire_fences:
+            self.fences[exp.id] = self.log.acquire_fence(exp.id)
         return rt
+
+    def rebuild(self, rt: Runtime) -> None:
+        """Replace ``rt``'s state with the log's (checkpoint + recorded batches): a replica
+        taking over an experiment's learning starts from what was recorded, not from its own
+        possibly older snapshot."""
+        exp = self.log.get_experiment_by_id(rt.exp.id) or rt.exp
+        fresh = self.build(exp)
+        with rt.lock:
+            rt.state, rt.watermark = fresh.state, max(rt.watermark, fresh.watermark)
 
     def checkpoint(self, rt: Runtime) -> None:
         st = rt.state

@@ -11,8 +11,10 @@ import logging
 import os
 import pathlib
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -22,9 +24,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import grpc  # noqa: E402
 from banditd.store import migrate  # noqa: E402
+from banditd.store.lease import RedisLease  # noqa: E402
 from banditd.store.rows import Decision, Feedback  # noqa: E402
+from banditd.store.signal import FeedbackSignal  # noqa: E402
 from banditd.store.signal_local import LocalSignal  # noqa: E402
+from banditd.store.signal_redis import RedisSignal  # noqa: E402
 from banditd.store.sql import SqlEventLog  # noqa: E402
+from banditd.store.state_redis import RedisStateStore  # noqa: E402
 from banditd.v1 import bandit_pb2, bandit_pb2_grpc  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 from grpc_reflection.v1alpha import reflection  # noqa: E402
@@ -34,6 +40,7 @@ from .learner import Learner  # noqa: E402
 from .orphans import CrashWindows  # noqa: E402
 from .precompile import Precompiler  # noqa: E402
 from .registry import Registry, compile_policy  # noqa: E402
+from .replicas import Replicas  # noqa: E402
 from .servicer import Servicer  # noqa: E402
 from .writer import GroupCommitter  # noqa: E402
 
@@ -73,6 +80,15 @@ class Running:
             c()
 
 
+def _safe(url: str) -> str:
+    """``url`` without its password, for logs."""
+    head, sep, tail = url.rpartition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, cred = head.partition("//")
+    return f"{scheme}//{cred.split(':', 1)[0]}:***@{tail}"
+
+
 def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Running:
     """Start serving in background threads; returns once health reports SERVING.
 
@@ -81,8 +97,6 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
     config = config.resolved()
     pathlib.Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     _jax_setup(config)
-    if config.redis_url:
-        raise SystemExit("--redis-url: production mode (Redis state) is not available yet")
     if not migrate.is_current(config.database_url):
         log.info("migrating %s", config.database_url)
         migrate.upgrade(config.database_url)
@@ -90,16 +104,32 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
     crash = CrashWindows(config.data_dir)
     if crash.started(event_log.last_decision_time(), clock()):
         log.warning("recovering from an unclean stop")
-    registry = Registry(event_log)
+    replicas: Replicas | None = None
+    sig: FeedbackSignal
+    if config.redis_url:
+        registry = Registry(event_log, acquire_fences=False)
+        sig = RedisSignal.from_url(config.redis_url, prefix=config.redis_prefix)
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        replicas = Replicas(
+            registry,
+            RedisStateStore.from_url(config.redis_url, prefix=config.redis_prefix),
+            RedisLease.from_url(config.redis_url, prefix=config.redis_prefix),
+            holder,
+            lease_ttl_s=config.lease_ttl_s,
+        )
+        log.info("production mode: Redis %s, replica %s", _safe(config.redis_url), holder)
+    else:
+        registry = Registry(event_log)
+        sig = LocalSignal()
     n = registry.load_all()
     log.info("loaded %d experiments", n)
-    sig = LocalSignal()
     learner = Learner(
         registry,
         sig,
         batch=config.learner_batch,
         checkpoint_every=config.checkpoint_every,
         clock=clock,
+        replicas=replicas,
     )
 
     def commit_decisions(rows: list[Decision]) -> list[bool]:
@@ -115,6 +145,7 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
     servicer = Servicer(
         config, registry, learner, decisions, feedback, sig.notify, clock=clock, orphans=crash
     )
+    servicer.shared_log = replicas is not None
     if config.precompile and PRECOMPILE:
         servicer.precompiler = Precompiler(
             select_rows=64, update_rows=min(config.learner_batch, 512)
@@ -143,6 +174,8 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
         raise SystemExit(f"--port: cannot listen on {config.host}:{config.port}")
     server.start()
     learner.start()
+    if replicas is not None:
+        replicas.start()
     for name in ("", SERVICE_NAME):
         hs.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("banditd serving on %s:%d (database %s)", config.host, port, config.database_url)
@@ -153,13 +186,24 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
         learner.stop()
         decisions.close()
         feedback.close()
-        # Apply what was acknowledged but not yet learned, so a clean stop leaves no backlog.
-        for rt in registry.all():
+        # Apply what was acknowledged but not yet learned, so a clean stop leaves no backlog
+        # (in production, of the experiments this replica learns; the others' learners go on).
+        mine = registry.all()
+        if replicas is not None:
+            led = replicas.learning()
+            mine = [rt for rt in mine if rt.exp.id in led]
+        for rt in mine:
             try:
                 learner.drain(rt)
                 registry.checkpoint(rt)
+                if replicas is not None:
+                    replicas.applied(rt)
+                    replicas.publish_due(rt)
             except Exception:  # noqa: BLE001 - recovery replays it at the next start
                 log.exception("final apply of %s failed", rt.key)
+        if replicas is not None:
+            replicas.stop()
+        sig.close()
         event_log.close()
         crash.stopped()
 

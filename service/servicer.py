@@ -40,6 +40,9 @@ from .stats import experiment_stats
 from .writer import GroupCommitter
 
 log = logging.getLogger("banditd.service")
+# Production: how long an Update waits for a decision another replica made this recently.
+CROSS_REPLICA_WAIT_S = 0.5
+RECENT_ID_S = 5.0
 RECENT_S = 120.0  # how long this process remembers its own decisions for replays
 RECENT_MAX = 500_000
 MAX_CLIENT_SEQUENCE = 2**63 - 1
@@ -107,6 +110,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
         self.orphans = orphans
         self.precompiler: Precompiler | None = None  # set by server.start when enabled
         self.after_admin: Callable[[], None] | None = None  # after an experiment is created/changed
+        self.shared_log = False  # production: other replicas create experiments in the same log
         self.config = config
         self.registry = registry
         self.log = registry.log
@@ -133,10 +137,25 @@ class Servicer(pb_grpc.BanditServiceServicer):
         spec.check_name(f"{prefix}namespace", namespace)
         spec.check_name(f"{prefix}name", name)
         rt = self.registry.get(namespace, name)
+        if rt is None and self.shared_log:
+            rt = self._load_shared(namespace, name)
         if rt is None:
             if not any(r.exp.namespace == namespace for r in self.registry.all()):
                 raise not_found(f"{prefix}namespace", f"no namespace {namespace!r}")
             raise not_found(f"{prefix}name", f"no experiment {name!r} in namespace {namespace!r}")
+        return rt
+
+    def _load_shared(self, namespace: str, name: str) -> Runtime | None:
+        """Production: an experiment another replica created is in the shared log."""
+        exp = self.log.get_experiment(namespace, name)
+        if exp is None:
+            return None
+        with self._admin:
+            rt = self.registry.get(namespace, name)
+            if rt is None:
+                rt = self.registry.build(exp)
+                compile_policy(rt.config, rt.policy, len(rt.arms))
+                self.registry.put(rt)
         return rt
 
     def _to_pb(self, rt: Runtime) -> pb.Experiment:
@@ -527,19 +546,27 @@ class Servicer(pb_grpc.BanditServiceServicer):
         k = max(1, int(cfg["slate_size"])) if ranked else 1
         hold_frac = cfg["holdout_fraction"]
         items = request.items
-        holdout = []
-        for i in todo:
-            unit = items[i].unit_id
-            key = unit if unit else event_ids[i]
-            holdout.append(hold_frac > 0 and unit_hash(f"{rt.exp.id}:holdout", key) < hold_frac)
+        holdout = [False] * len(todo)
+        if hold_frac > 0:
+            for j, i in enumerate(todo):
+                unit = items[i].unit_id
+                key = unit if unit else event_ids[i]
+                holdout[j] = unit_hash(f"{rt.exp.id}:holdout", key) < hold_frac
         keys = policies.derive_keys(rt.scope, [event_ids[i] for i in todo])
         # [rows, k]: the arm slots of each decision in order, and P(a_j | a_<j) per slot
         chosen = np.zeros((len(todo), k), np.int64)
         props = np.zeros((len(todo), k))
         pol_rows = [j for j, h in enumerate(holdout) if not h]
+        every = len(pol_rows) == len(todo)  # no holdout row: no fancy indexing below
         if pol_rows:
             idx = [todo[j] for j in pol_rows]
-            ctx = np.stack([dense_rows[i] for i in idx]) if cfg["dim"] else np.zeros((len(idx), 0))
+            if not cfg["dim"]:
+                ctx = np.zeros((len(idx), 0))
+            elif len(idx) == 1:
+                ctx = dense_rows[idx[0]][None]
+            else:
+                ctx = np.stack([dense_rows[i] for i in idx])
+            pol_keys = keys if every else keys[pol_rows]
             x = rt.policy_rows(ctx, [feats[i] for i in idx] if feats is not None else None)
             # None = every active arm: the policy then uses its device-resident all-true mask
             eligible = (
@@ -548,17 +575,16 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 else np.stack([_mask(elig_rows[i], active) for i in idx])
             )
             if ranked:
-                out = rt.policy.select(
-                    state, x, keys[pol_rows], eligible, epsilon=cfg["epsilon"], k=k
-                )
+                out = rt.policy.select(state, x, pol_keys, eligible, epsilon=cfg["epsilon"], k=k)
             else:
-                out = rt.policy.select(state, x, keys[pol_rows], eligible, epsilon=cfg["epsilon"])
-            if ranked:
-                chosen[pol_rows] = out.arms
-                props[pol_rows] = out.propensity
+                out = rt.policy.select(state, x, pol_keys, eligible, epsilon=cfg["epsilon"])
+            arms_out = np.asarray(out.arms).reshape(len(pol_rows), k)
+            props_out = np.asarray(out.propensity, np.float64).reshape(len(pol_rows), k)
+            if every:
+                chosen, props = arms_out.astype(np.int64), props_out
             else:
-                chosen[pol_rows, 0] = out.arms
-                props[pol_rows, 0] = out.propensity
+                chosen[pol_rows] = arms_out
+                props[pol_rows] = props_out
         for j, h in enumerate(holdout):
             if h:  # uniform over the eligible arms, from the decision's own key
                 slots = np.nonzero(_mask(elig_rows[todo[j]], active))[0]
@@ -577,6 +603,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 f"the policy of {rt.key} gave non-finite choice probabilities; "
                 "its hyperparameters may be out of range",
             )
+        chosen_l, props_l = chosen.tolist(), props.tolist()  # Python ints and floats
         window = cfg["reward"]["wait_window_s"]
         decided: dict[int, rows.Decision] = {}
         for j, i in enumerate(todo):
@@ -588,8 +615,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 event_id=event_ids[i],
                 revision=rt.revision,
                 version=version,
-                chosen=tuple(int(c) for c in chosen[j]),
-                slot_propensities=tuple(float(p) for p in props[j]),
+                chosen=tuple(chosen_l[j]),
+                slot_propensities=tuple(props_l[j]),
                 created_at=now,
                 context=pack_f64(ctx_vals[i]) if ctx_vals[i].size else None,
                 sparse_indices=None if ctx_idx[i] is None else pack_i32(ctx_idx[i]),
@@ -791,7 +818,23 @@ class Servicer(pb_grpc.BanditServiceServicer):
             queued = any((rt.exp.id, e) in self._inflight for e in ids)
         if queued:
             self.decisions.flush(timeout=10)
-        return self.log.get_decisions(rt.exp.id, list(dict.fromkeys(ids)))
+        want = list(dict.fromkeys(ids))
+        found = self.log.get_decisions(rt.exp.id, want)
+        if self.shared_log and len(found) < len(want):
+            # Another replica may have answered the Select and still hold the decision in its
+            # writer's queue: wait out one of its flushes for ids issued moments ago.
+            deadline = time.monotonic() + CROSS_REPLICA_WAIT_S
+            now = self.clock()
+            late = [
+                e
+                for e in want
+                if e not in found and (t := uuid7_time(e)) is not None and now - t < RECENT_ID_S
+            ]
+            while late and time.monotonic() < deadline:
+                time.sleep(0.01)
+                found.update(self.log.get_decisions(rt.exp.id, late))
+                late = [e for e in late if e not in found]
+        return found
 
     def _submit(self, rt: Runtime, fb: list[rows.Feedback]) -> Callable[[], list[rows.Committed]]:
         """Hand rows to the group commit; returns a wait for their acks. A row whose reward id

@@ -1,0 +1,176 @@
+"""Production mode: several replicas on one Redis and one PostgreSQL.
+
+Every replica serves Select from its in-process snapshot and commits Updates to the shared log.
+Per experiment one replica learns: the one holding its Redis lease. Taking the lease over, a
+replica rebuilds the state from the log (checkpoint + apply records) and takes a new fence in the
+log, which deposes any earlier learner: its next apply record, checkpoint or publication carries
+an older fence and is refused. The learner publishes its state to Redis (at most ``publish_hz``
+times a second; a burst of applies publishes its last state); the other replicas poll the
+published version and fetch a state only when it moved.
+
+Redis is a cache: if it loses a state, the learner publishes again at its next apply, and a new
+learner rebuilds from the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import struct
+import threading
+import time
+from typing import Any
+
+import jax.numpy as jnp
+from banditd.policies import Meta, State
+from banditd.store import serialize
+from banditd.store.errors import StaleFence, StoreError
+from banditd.store.lease import RedisLease
+from banditd.store.state import StateStore
+
+from .registry import Registry
+from .runtime import Runtime
+
+log = logging.getLogger("banditd.replicas")
+
+_WM = struct.Struct("<q")  # the published blob: applied watermark, then the serialized state
+
+
+class Replicas:
+    def __init__(
+        self,
+        registry: Registry,
+        store: StateStore[bytes],
+        lease: RedisLease,
+        holder: str,
+        *,
+        lease_ttl_s: float = 5.0,
+        publish_hz: float = 20.0,
+        poll_s: float = 0.02,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.lease = lease
+        self.holder = holder
+        self.lease_ttl_s = lease_ttl_s
+        self.publish_every = 1.0 / publish_hz
+        self.poll_s = poll_s
+        self._led: dict[int, int] = {}  # experiment -> the lease fence we took it with
+        self._published: dict[int, float] = {}  # experiment -> monotonic time of last put
+        self._dirty: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="replica-follow", daemon=True)
+
+    # --- learning side (called from the learner thread) --------------------------------------
+
+    def leads(self, rt: Runtime) -> bool:
+        """Whether this replica learns ``rt`` now; takes the lease over when it is free."""
+        exp = rt.exp.id
+        try:
+            fence = self.lease.acquire(exp, self.holder, self.lease_ttl_s)
+        except StoreError as e:
+            log.warning("lease of %s: %s", rt.key, e)
+            self._led.pop(exp, None)
+            return False
+        if fence is None:
+            self._led.pop(exp, None)
+            return False
+        if self._led.get(exp) != fence:
+            # A takeover (or our own lease lapsed meanwhile): first a fence in the log, which
+            # stops whoever learned before us at its next write, then the state from the log,
+            # which can no longer move under us.
+            self.registry.fences[exp] = self.registry.log.acquire_fence(exp)
+            self.registry.rebuild(rt)
+            self._led[exp] = fence
+            self._dirty.add(exp)
+            log.info("%s: learning here (fence %d)", rt.key, self.registry.fences[exp])
+        return True
+
+    def lost(self, rt: Runtime, why: Exception) -> None:
+        """A write was refused (a stale fence: another replica learns ``rt`` now; or a version
+        already applied: our state is behind the log). The next ``leads`` starts over."""
+        log.info("%s: no longer learning here (%s)", rt.key, why)
+        self._led.pop(rt.exp.id, None)
+
+    def applied(self, rt: Runtime) -> None:
+        self._dirty.add(rt.exp.id)
+        self.publish_due(rt)
+
+    def publish_due(self, rt: Runtime) -> None:
+        exp = rt.exp.id
+        if exp not in self._dirty or exp not in self._led:
+            return
+        now = time.monotonic()
+        if now - self._published.get(exp, 0.0) < self.publish_every:
+            return
+        self._dirty.discard(exp)
+        self._published[exp] = now
+        with rt.lock:
+            state, wm = rt.state, rt.watermark
+        blob = _WM.pack(wm) + serialize.dumps(
+            state._replace(cache={}),
+            family=rt.config["family"],
+            revision=rt.revision,
+            version=int(state.meta.version),
+            capacity=rt.capacity,
+        )
+        try:
+            self.store.put(exp, int(state.meta.version), blob, fence=self.registry.fences[exp])
+        except StaleFence as e:
+            self.lost(rt, e)
+        except StoreError as e:  # Redis down: Selects elsewhere go stale, nothing is lost
+            self._dirty.add(exp)
+            log.warning("publishing %s: %s", rt.key, e)
+
+    def learning(self) -> set[int]:
+        return set(self._led)
+
+    # --- following side ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for exp, fence in list(self._led.items()):
+            with contextlib.suppress(StoreError):  # it expires on its own
+                self.lease.release(exp, self.holder, fence)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            for rt in self.registry.all():
+                if rt.exp.id in self._led:
+                    continue
+                try:
+                    self.refresh(rt)
+                except Exception:  # noqa: BLE001 - Redis down or a bad blob: keep serving
+                    log.warning("refreshing %s from Redis failed", rt.key, exc_info=True)
+                    self._stop.wait(1.0)
+
+    def refresh(self, rt: Runtime) -> bool:
+        """Take the published state if it is newer than ours; True if it was."""
+        exp = rt.exp.id
+        v = self.store.version(exp)
+        if v is None or v <= int(rt.state.meta.version):
+            return False
+        snap = self.store.get(exp)
+        if snap is None or snap.version <= int(rt.state.meta.version):
+            return False
+        (wm,) = _WM.unpack_from(snap.value)
+        loaded = serialize.loads(
+            snap.value[_WM.size :],
+            family=rt.config["family"],
+            revision=rt.revision,
+            types=(State, Meta),
+        )
+        st: Any = loaded.state
+        stats = {k: jnp.asarray(x) for k, x in st.stats.items()}
+        meta = Meta(*(jnp.asarray(x) for x in st.meta))
+        state = State(stats, meta, rt.policy.kernels.refresh(rt.policy.kernels.h, stats))
+        rt.policy.warm(state)
+        with rt.lock:
+            if int(state.meta.version) > int(rt.state.meta.version):
+                rt.state = state
+                rt.watermark = max(rt.watermark, int(wm))
+        return True

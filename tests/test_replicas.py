@@ -1,0 +1,270 @@
+"""Production mode against the real servers: replicas of `banditd serve` sharing one Redis and one
+PostgreSQL (each test with its own database and key prefix), one learner per experiment."""
+
+from __future__ import annotations
+
+import pathlib
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+import sqlalchemy as sa
+from banditd.clients import Client
+from banditd.clients.errors import NotFound
+from banditd.clients.ids import new_event_id
+from banditd.store.schema import apply_records, feedback
+from server_proc import ServerProcess
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+NS, NAME = "prod", "ab"
+ARMS = ["a", "b", "c"]
+TTL_S = 3.0  # lease: a killed learner is replaced within this (plus a learner pass)
+
+
+def _down() -> str | None:
+    try:
+        psycopg.connect(f"{PG_SERVER}/postgres", connect_timeout=3).close()
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except (psycopg.Error, redis.exceptions.RedisError) as e:
+        return f"PostgreSQL or Redis unreachable ({e.__class__.__name__}: {e})"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_down() is not None, reason=str(_down()))
+
+
+@pytest.fixture
+def shared() -> Iterator[tuple[str, str]]:
+    """(database URL, Redis prefix) of this test alone; both removed afterwards."""
+    db = f"banditd_repl_{uuid.uuid4().hex[:10]}"
+    prefix = f"banditd-repl-{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{db}"')
+    try:
+        yield PG_URL.format(db=db), prefix
+    finally:
+        r = redis.Redis.from_url(REDIS_URL)
+        keys = list(r.scan_iter(match="{" + prefix + ":*", count=1000))
+        if keys:
+            r.delete(*keys)
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def replica(tmp: pathlib.Path, name: str, url: str, prefix: str) -> ServerProcess:
+    return ServerProcess(
+        tmp / name,
+        "--database-url",
+        url,
+        "--redis-url",
+        REDIS_URL,
+        "--redis-prefix",
+        prefix,
+        "--no-precompile",
+        env={"BANDITD_LEASE_TTL_S": str(TTL_S)},
+    )
+
+
+def leader_pid(prefix: str) -> int | None:
+    """The pid of the replica holding the (only) experiment's learner lease."""
+    r = redis.Redis.from_url(REDIS_URL)
+    keys = list(r.scan_iter(match="{" + prefix + ":exp:*}:lease", count=1000))
+    assert len(keys) <= 1, keys
+    holder = r.hget(keys[0], "holder") if keys else None
+    return None if holder is None else int(holder.decode().split(":")[1])
+
+
+def select_update(target: str, n: int, acked: list, lock: threading.Lock, seed: int) -> None:
+    """n Selects, each rewarded (on the same replica) with a value that depends on the arm."""
+    rng = random.Random(seed)
+    with Client(target, retries=3, timeout=10) as c:
+        for _ in range(n):
+            (d,) = c.select(NS, NAME)
+            v = float(rng.random() < {"a": 0.2, "b": 0.5, "c": 0.8}[d.arm_ids[0]])
+            (ack,) = c.update(NS, NAME, {d.event_id: v})
+            with lock:
+                acked.append((d.event_id, d.arm_ids[0], v, ack.sequence))
+
+
+def wait_watermark(target: str, seq: int, timeout: float = 30.0) -> float:
+    """Seconds until a Select on ``target`` reports an applied watermark >= seq."""
+    t0 = time.monotonic()
+    with Client(target) as c:
+        while time.monotonic() - t0 < timeout:
+            (d,) = c.select(NS, NAME)
+            if d.applied_watermark >= seq:
+                return time.monotonic() - t0
+            time.sleep(0.02)
+    raise AssertionError(f"{target}: watermark never reached {seq} in {timeout} s")
+
+
+def check_log(url: str, acked: list) -> dict[int, int]:
+    """Every acknowledged reward in the log exactly once and applied exactly once; apply records
+    a gapless chain; returns {version_to: fence} of the apply records."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            fb = conn.execute(
+                sa.select(
+                    feedback.c.seq,
+                    feedback.c.event_id,
+                    feedback.c.kind,
+                    feedback.c.reward,
+                    feedback.c.applied_version,
+                )
+            ).all()
+            recs = conn.execute(
+                sa.select(
+                    apply_records.c.version_from, apply_records.c.version_to, apply_records.c.fence
+                ).order_by(apply_records.c.version_to)
+            ).all()
+    finally:
+        engine.dispose()
+    by_seq = {r.seq: r for r in fb}
+    for eid, _arm, v, seq in acked:
+        row = by_seq[seq]
+        assert (row.event_id, row.kind, row.reward) == (eid, "reward", v)
+        assert row.applied_version is not None, f"acknowledged reward {seq} never applied"
+    winners = [r for r in fb if r.kind == "reward"]
+    assert len({r.event_id for r in winners}) == len(winners)  # one winning reward per event
+    # Versions: 1, 2, 3, ... each from the previous, fences never going down along the chain.
+    assert [r.version_to for r in recs] == list(range(1, len(recs) + 1))
+    assert all(r.version_from == r.version_to - 1 for r in recs)
+    fences = [r.fence for r in recs]
+    assert fences == sorted(fences), fences
+    return {r.version_to: r.fence for r in recs}
+
+
+def model(target: str) -> tuple[int, dict[str, float]]:
+    """(state version, posterior mean per arm) as the replica's own state gives them."""
+    with Client(target) as c:
+        s = c.stats(NS, NAME)
+    return s.version, {a.arm_id: a.model_mean for a in s.arms}
+
+
+def expected_means(acked: list) -> dict[str, float]:
+    """Beta(1 + successes, 1 + failures) means recomputed from what was acknowledged."""
+    sf = {a: [0, 0] for a in ARMS}
+    for _eid, arm, v, _seq in acked:
+        sf[arm][0 if v else 1] += 1
+    return {a: (1 + s) / (2 + s + f) for a, (s, f) in sf.items()}
+
+
+def assert_same_model(targets: list[str], acked: list) -> None:
+    views = [model(t) for t in targets]
+    assert all(v == views[0] for v in views), views
+    want = expected_means(acked)
+    for arm, mean in views[0][1].items():
+        assert mean == pytest.approx(want[arm], abs=1e-12), (arm, mean, want[arm])
+
+
+def test_two_replicas_share_experiments_one_learner_and_state(tmp_path, shared) -> None:
+    url, prefix = shared
+    a = replica(tmp_path, "a", url, prefix).start()
+    b = replica(tmp_path, "b", url, prefix).start()
+    try:
+        with Client(a.target) as c:
+            c.create_experiment(NS, NAME, "beta_ts", ARMS)
+        acked: list = []
+        lock = threading.Lock()
+        threads = [
+            threading.Thread(target=select_update, args=(t.target, 60, acked, lock, i))
+            for i, t in enumerate([a, b, a, b])
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(acked) == 240
+        top = max(x[3] for x in acked)
+        for t in (a, b):  # both replicas end up serving a state that covers every reward
+            wait_watermark(t.target, top)
+        pid = leader_pid(prefix)
+        assert pid in (a.proc.pid, b.proc.pid)  # type: ignore[union-attr]
+        fences = check_log(url, acked)
+        assert len(set(fences.values())) == 1  # one learner, never replaced
+        assert_same_model([a.target, b.target], acked)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_killing_the_learner_hands_learning_over_and_loses_nothing(tmp_path, shared) -> None:
+    url, prefix = shared
+    procs = {n: replica(tmp_path, n, url, prefix).start() for n in ("a", "b", "c")}
+    try:
+        with Client(procs["a"].target) as c:
+            c.create_experiment(NS, NAME, "beta_ts", ARMS)
+        acked: list = []
+        lock = threading.Lock()
+        kills = 0
+        for round_ in range(3):
+            live = [p for p in procs.values() if p.proc is not None]
+            threads = [
+                threading.Thread(
+                    target=select_update, args=(p.target, 40, acked, lock, 10 * round_ + i)
+                )
+                for i, p in enumerate(live)
+            ]
+            for t in threads:
+                t.start()
+            time.sleep(0.3)
+            deadline = time.monotonic() + 10
+            pid = None
+            while pid is None and time.monotonic() < deadline:
+                pid = leader_pid(prefix)
+                time.sleep(0.05)
+            victim = next(
+                (n for n, p in procs.items() if p.proc is not None and p.proc.pid == pid), None
+            )
+            for t in threads:
+                t.join()
+            if victim is not None and round_ < 2:
+                procs[victim].kill()  # kill -9 the learner's holder
+                kills += 1
+                # a fresh replica joins, so the next round has load on several processes
+                new = f"r{round_}"
+                procs[new] = replica(tmp_path, new, url, prefix).start()
+        assert kills == 2
+        live = [p for p in procs.values() if p.proc is not None]
+        top = max(x[3] for x in acked)
+        for p in live:
+            wait_watermark(p.target, top, timeout=60)
+        fences = check_log(url, acked)
+        assert len(set(fences.values())) >= 3  # two takeovers, each with a higher fence
+        assert_same_model([p.target for p in live], acked)
+    finally:
+        for p in procs.values():
+            if p.proc is not None:
+                p.stop()
+
+
+def test_updates_for_another_replicas_decisions(tmp_path, shared) -> None:
+    """A reward sent to one replica for a decision another replica made and logged."""
+    url, prefix = shared
+    a = replica(tmp_path, "a", url, prefix).start()
+    b = replica(tmp_path, "b", url, prefix).start()
+    try:
+        with Client(a.target) as ca, Client(b.target) as cb:
+            ca.create_experiment(NS, NAME, "beta_ts", ARMS)
+            ds = [ca.select(NS, NAME)[0] for _ in range(20)]
+            # At once: the last decisions may still sit in a's writer queue (10 ms linger);
+            # b waits for them rather than answer NOT_FOUND.
+            acks = cb.update(NS, NAME, {d.event_id: 1.0 for d in ds})
+            assert [x.kind for x in acks] == ["reward"] * 20
+            with pytest.raises(NotFound, match="no decision"):
+                cb.update(NS, NAME, {new_event_id(): 1.0})  # never issued anywhere
+            top = max(x.sequence for x in acks)
+        wait_watermark(a.target, top)
+        wait_watermark(b.target, top)
+        assert_same_model([a.target, b.target], [(d.event_id, d.arm_ids[0], 1.0, 0) for d in ds])
+    finally:
+        a.stop()
+        b.stop()
