@@ -337,9 +337,21 @@ class Registry:
         exp = self.log.get_experiment_by_id(rt.exp.id) or rt.exp
         fresh = self.build(exp)
         with rt.lock:
+            # The experiment itself too: another replica may have added arms or a revision.
+            rt.exp, rt.config, rt.policy, rt.arms = (
+                fresh.exp,
+                fresh.config,
+                fresh.policy,
+                fresh.arms,
+            )
             rt.state, rt.watermark = fresh.state, max(rt.watermark, fresh.watermark)
+            rt.reindex()
 
     def checkpoint(self, rt: Runtime) -> None:
+        if rt.exp.id not in self.fences:
+            # Production, a replica that does not learn this experiment (a new revision made
+            # here): the fence deposes the learner, which takes a newer one and rebuilds.
+            self.fences[rt.exp.id] = self.log.acquire_fence(rt.exp.id)
         st = rt.state
         faults.hit("mid_checkpoint")
         blob = serialize.dumps(

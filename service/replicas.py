@@ -28,7 +28,7 @@ from banditd.store.errors import StaleFence, StoreError
 from banditd.store.lease import RedisLease
 from banditd.store.state import StateStore
 
-from .registry import Registry
+from .registry import Registry, compile_policy
 from .runtime import Runtime
 
 log = logging.getLogger("banditd.replicas")
@@ -47,6 +47,7 @@ class Replicas:
         lease_ttl_s: float = 5.0,
         publish_hz: float = 20.0,
         poll_s: float = 0.02,
+        experiment_poll_s: float = 1.0,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -55,6 +56,7 @@ class Replicas:
         self.lease_ttl_s = lease_ttl_s
         self.publish_every = 1.0 / publish_hz
         self.poll_s = poll_s
+        self.experiment_poll_s = experiment_poll_s
         self._led: dict[int, int] = {}  # experiment -> the lease fence we took it with
         self._published: dict[int, float] = {}  # experiment -> monotonic time of last put
         self._dirty: set[int] = set()
@@ -81,6 +83,7 @@ class Replicas:
             # which can no longer move under us.
             self.registry.fences[exp] = self.registry.log.acquire_fence(exp)
             self.registry.rebuild(rt)
+            compile_policy(rt.config, rt.policy, len(rt.arms))
             self._led[exp] = fence
             self._dirty.add(exp)
             log.info("%s: learning here (fence %d)", rt.key, self.registry.fences[exp])
@@ -138,15 +141,36 @@ class Replicas:
                 self.lease.release(exp, self.holder, fence)
 
     def _follow(self) -> None:
+        last_check = 0.0
         while not self._stop.wait(self.poll_s):
+            check = time.monotonic() - last_check > self.experiment_poll_s
+            if check:
+                last_check = time.monotonic()
             for rt in self.registry.all():
-                if rt.exp.id in self._led:
-                    continue
                 try:
-                    self.refresh(rt)
+                    if check:
+                        self.sync_experiment(rt)
+                    if rt.exp.id not in self._led:
+                        self.refresh(rt)
                 except Exception:  # noqa: BLE001 - Redis down or a bad blob: keep serving
-                    log.warning("refreshing %s from Redis failed", rt.key, exc_info=True)
+                    log.warning("refreshing %s failed", rt.key, exc_info=True)
                     self._stop.wait(1.0)
+
+    def sync_experiment(self, rt: Runtime) -> bool:
+        """Reload ``rt`` from the log if another replica changed it (arms, revision, status,
+        settings); True if it did."""
+        exp = self.registry.log.get_experiment_by_id(rt.exp.id)
+        if exp is None or exp.updated_at <= rt.exp.updated_at:
+            return False
+        if rt.exp.id in self._led:
+            # The learner thread reloads it: its next pass takes the lease over again, with a
+            # new fence and the state rebuilt from the log, never racing its own apply.
+            self._led.pop(rt.exp.id, None)
+        else:
+            self.registry.rebuild(rt)
+            compile_policy(rt.config, rt.policy, len(rt.arms))
+        log.info("%s: reloaded after a change on another replica", rt.key)
+        return True
 
     def refresh(self, rt: Runtime) -> bool:
         """Take the published state if it is newer than ours; True if it was."""

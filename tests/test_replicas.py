@@ -300,9 +300,8 @@ def test_kill_9_replicas_mid_load_loses_nothing(tmp_path, shared) -> None:
             wait_watermark(p.target, top, timeout=60)
         fences = check_log(url, acked)
         assert len(set(fences.values())) >= 3  # takeovers, each with a higher fence
-        print(
-            f"acked {len(acked)}, holder kills {holder_kills}, fences {sorted(set(fences.values()))}"
-        )
+        seen = sorted(set(fences.values()))
+        print(f"acked {len(acked)}, holder kills {holder_kills}, fences {seen}")
         want = applied_means(url)
         views = [model(p.target) for p in procs]
         assert all(v == views[0] for v in views), views
@@ -337,6 +336,57 @@ def test_updates_for_another_replicas_decisions(tmp_path, shared) -> None:
         wait_watermark(a.target, top)
         wait_watermark(b.target, top)
         assert_same_model([a.target, b.target], [(d.event_id, d.arm_ids[0], 1.0, 0) for d in ds])
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_experiment_changes_reach_the_other_replicas(tmp_path, shared) -> None:
+    """Arms added on one replica and a new revision made on another: every replica serves the
+    change within a few seconds and learning goes on under it."""
+    url, prefix = shared
+    a = replica(tmp_path, "a", url, prefix).start()
+    b = replica(tmp_path, "b", url, prefix).start()
+    try:
+        with Client(a.target) as ca, Client(b.target) as cb:
+            ca.create_experiment(NS, NAME, "beta_ts", ARMS)
+            cb.select(NS, NAME)  # b has it loaded
+            ca.update_experiment(NS, NAME, add_arms=["d"])
+
+            def served(c: Client) -> set[str]:
+                return {x.id for x in c.get_experiment(NS, NAME).arms}
+
+            deadline = time.monotonic() + 10
+            while served(cb) != {"a", "b", "c", "d"} and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert served(cb) == {"a", "b", "c", "d"}
+            seen = {cb.select(NS, NAME)[0].arm_ids[0] for _ in range(200)}
+            assert "d" in seen  # b decides with the new arm, not only lists it
+
+            upd = cb.update_experiment(NS, NAME, hyperparameters={"prior_a": 2.0})
+            assert upd.new_revision
+            deadline = time.monotonic() + 10
+            while ca.get_experiment(NS, NAME).revision != 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert ca.get_experiment(NS, NAME).revision == 2
+            acks, chosen = [], {}
+            for c in (ca, cb):
+                for _ in range(10):
+                    (d,) = c.select(NS, NAME)
+                    assert d.revision == 2
+                    chosen[d.event_id] = d.arm_ids[0]
+                    acks.append(c.update(NS, NAME, {d.event_id: 1.0})[0])
+            top = max(x.sequence for x in acks)
+        wait_watermark(a.target, top)
+        wait_watermark(b.target, top)
+        va, vb = model(a.target), model(b.target)
+        assert va == vb
+        # Revision 2 starts fresh, Beta(2, 1) prior, and learned exactly its 20 successes.
+        wins = {arm: 0 for arm in ["a", "b", "c", "d"]}
+        for x in acks:
+            wins[chosen[x.event_id]] += 1
+        for arm, mean in va[1].items():
+            assert mean == pytest.approx((2 + wins[arm]) / (3 + wins[arm]), abs=1e-12), arm
     finally:
         a.stop()
         b.stop()
