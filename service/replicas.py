@@ -15,6 +15,7 @@ learner rebuilds from the log.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import struct
 import threading
@@ -22,25 +23,30 @@ import time
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from banditd.policies import Meta, State
 from banditd.store import serialize
 from banditd.store.errors import StaleFence, StoreError
 from banditd.store.lease import RedisLease
-from banditd.store.state import StateStore
+from banditd.store.state_redis import RedisStateStore
 
 from .registry import Registry, compile_policy
 from .runtime import Runtime
 
 log = logging.getLogger("banditd.replicas")
 
-_WM = struct.Struct("<q")  # the published blob: applied watermark, then the serialized state
+# The published header: applied watermark, layout length, layout JSON (capacity and the per-arm
+# leaves), then the serialized rest of the state. Each arm's blob: its slice of every per-arm
+# leaf, raw, in layout order.
+_WM = struct.Struct("<q")
+_LEN = struct.Struct("<I")
 
 
 class Replicas:
     def __init__(
         self,
         registry: Registry,
-        store: StateStore[bytes],
+        store: RedisStateStore,
         lease: RedisLease,
         holder: str,
         *,
@@ -60,6 +66,8 @@ class Replicas:
         self._led: dict[int, int] = {}  # experiment -> the lease fence we took it with
         self._published: dict[int, float] = {}  # experiment -> monotonic time of last put
         self._dirty: set[int] = set()
+        self._sent: dict[int, tuple[Any, dict[str, np.ndarray]]] = {}  # last published arms
+        self._held: dict[int, _Held] = {}  # followers: the arms fetched so far
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="replica-follow", daemon=True)
 
@@ -84,6 +92,8 @@ class Replicas:
             self.registry.fences[exp] = self.registry.log.acquire_fence(exp)
             self.registry.rebuild(rt)
             compile_policy(rt.config, rt.policy, len(rt.arms))
+            self._sent.pop(exp, None)  # publish every arm, over whatever was published before
+            self._held.pop(exp, None)
             self._led[exp] = fence
             self._dirty.add(exp)
             log.info("%s: learning here (fence %d)", rt.key, self.registry.fences[exp])
@@ -110,20 +120,65 @@ class Replicas:
         self._published[exp] = now
         with rt.lock:
             state, wm = rt.state, rt.watermark
-        blob = _WM.pack(wm) + serialize.dumps(
-            state._replace(cache={}),
-            family=rt.config["family"],
-            revision=rt.revision,
-            version=int(state.meta.version),
-            capacity=rt.capacity,
-        )
+        header, parts, reset = self._split(rt, state, wm)
         try:
-            self.store.put(exp, int(state.meta.version), blob, fence=self.registry.fences[exp])
+            self.store.put_parts(
+                exp,
+                int(state.meta.version),
+                header,
+                parts,
+                fence=self.registry.fences[exp],
+                reset=reset,
+            )
         except StaleFence as e:
             self.lost(rt, e)
         except StoreError as e:  # Redis down: Selects elsewhere go stale, nothing is lost
             self._dirty.add(exp)
+            self._sent.pop(exp, None)  # unsure what landed: publish every arm next time
             log.warning("publishing %s: %s", rt.key, e)
+
+    def _split(self, rt: Runtime, state: State, wm: int) -> tuple[bytes, dict[int, bytes], bool]:
+        """The header (watermark, layout, everything not per arm) and the blobs of the arms whose
+        statistics changed since the last publication (all of them after a takeover or a new
+        layout, with ``reset``)."""
+        cap = rt.capacity
+        per_arm = sorted(
+            k for k, v in state.stats.items() if np.ndim(v) >= 1 and np.shape(v)[0] == cap
+        )
+        host = {k: np.asarray(state.stats[k]) for k in per_arm}
+        layout = [[k, host[k].dtype.str, list(host[k].shape[1:])] for k in per_arm]
+        prev = self._sent.get(rt.exp.id)
+        reset = prev is None or prev[0] != (cap, layout)
+        if reset:
+            changed = np.ones(cap, bool)
+        else:
+            assert prev is not None
+            changed = np.zeros(cap, bool)
+            for k in per_arm:
+                diff = host[k] != prev[1][k]
+                changed |= diff.reshape(cap, -1).any(axis=1) if diff.ndim > 1 else diff
+        self._sent[rt.exp.id] = ((cap, layout), {k: host[k].copy() for k in per_arm})
+        parts = {
+            int(slot): b"".join(np.ascontiguousarray(host[k][slot]).tobytes() for k in per_arm)
+            for slot in np.flatnonzero(changed)
+        }
+        rest = state._replace(
+            stats={k: v for k, v in state.stats.items() if k not in per_arm}, cache={}
+        )
+        meta = json.dumps({"capacity": cap, "per_arm": layout}).encode()
+        header = (
+            _WM.pack(wm)
+            + _LEN.pack(len(meta))
+            + meta
+            + serialize.dumps(
+                rest,
+                family=rt.config["family"],
+                revision=rt.revision,
+                version=int(state.meta.version),
+                capacity=cap,
+            )
+        )
+        return header, parts, reset
 
     def learning(self) -> set[int]:
         return set(self._led)
@@ -173,28 +228,68 @@ class Replicas:
         return True
 
     def refresh(self, rt: Runtime) -> bool:
-        """Take the published state if it is newer than ours; True if it was."""
+        """Take the published state if it is newer than ours, fetching only the arms that
+        changed since our last fetch; True if it was newer."""
         exp = rt.exp.id
         v = self.store.version(exp)
         if v is None or v <= int(rt.state.meta.version):
             return False
-        snap = self.store.get(exp)
-        if snap is None or snap.version <= int(rt.state.meta.version):
+        held = self._held.get(exp)
+        got = self.store.get_parts(exp, held.versions if held is not None else None)
+        if got is None or got.version <= int(rt.state.meta.version):
             return False
-        (wm,) = _WM.unpack_from(snap.value)
+        (wm,) = _WM.unpack_from(got.header)
+        (n,) = _LEN.unpack_from(got.header, _WM.size)
+        at = _WM.size + _LEN.size
+        meta = json.loads(got.header[at : at + n])
+        layout = (meta["capacity"], meta["per_arm"])
+        if held is None or held.layout != layout:
+            if held is not None:  # a new layout: everything again, from scratch
+                got = self.store.get_parts(exp, None)
+                if got is None:
+                    return False
+            held = _Held.empty(layout)
+        held.take(got.parts)
+        self._held[exp] = held
         loaded = serialize.loads(
-            snap.value[_WM.size :],
+            got.header[at + n :],
             family=rt.config["family"],
             revision=rt.revision,
             types=(State, Meta),
         )
         st: Any = loaded.state
         stats = {k: jnp.asarray(x) for k, x in st.stats.items()}
-        meta = Meta(*(jnp.asarray(x) for x in st.meta))
-        state = State(stats, meta, rt.policy.kernels.refresh(rt.policy.kernels.h, stats))
+        stats.update({k: jnp.array(a) for k, a in held.arrays.items()})  # copies
+        meta_ = Meta(*(jnp.asarray(x) for x in st.meta))
+        state = State(stats, meta_, rt.policy.kernels.refresh(rt.policy.kernels.h, stats))
         rt.policy.warm(state)
         with rt.lock:
             if int(state.meta.version) > int(rt.state.meta.version):
                 rt.state = state
                 rt.watermark = max(rt.watermark, int(wm))
         return True
+
+
+class _Held:
+    """A follower's host copy of an experiment's per-arm statistics and their part versions."""
+
+    def __init__(self, layout: tuple[int, list[Any]], arrays: dict[str, np.ndarray]) -> None:
+        self.layout = layout
+        self.arrays = arrays
+        self.versions: dict[int, int] = {}
+
+    @classmethod
+    def empty(cls, layout: tuple[int, list[Any]]) -> _Held:
+        cap, per_arm = layout
+        return cls(layout, {k: np.zeros((cap, *shape), np.dtype(dt)) for k, dt, shape in per_arm})
+
+    def take(self, parts: dict[int, tuple[int, bytes]]) -> None:
+        _, per_arm = self.layout
+        leaves = [(k, np.dtype(dt), tuple(shape)) for k, dt, shape in per_arm]
+        for slot, (version, blob) in parts.items():
+            at = 0
+            for k, dt, shape in leaves:
+                count = int(np.prod(shape, dtype=np.int64))
+                self.arrays[k][slot] = np.frombuffer(blob, dt, count, at).reshape(shape)
+                at += count * dt.itemsize
+            self.versions[slot] = version

@@ -57,10 +57,78 @@ return {1}
 """
 
 
+# put_parts: as _PUT, with the header as the value, then each given slot's blob and version.
+# ARGV: version, header, fence, reset ("1": forget every earlier part), then slot, blob pairs.
+_PUT_PARTS = """
+local fence = ARGV[3]
+if fence ~= '' then
+  local seen = redis.call('GET', KEYS[2])
+  if seen and tonumber(fence) < tonumber(seen) then
+    return {-1, seen}
+  end
+  redis.call('SET', KEYS[2], fence)
+end
+local current = redis.call('HGET', KEYS[1], 'version')
+if current and tonumber(ARGV[1]) <= tonumber(current) then
+  return {0}
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'value', ARGV[2])
+if fence ~= '' then
+  redis.call('HSET', KEYS[1], 'fence', fence)
+else
+  redis.call('HDEL', KEYS[1], 'fence')
+end
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[3], KEYS[4])
+end
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[1])
+end
+return {1}
+"""
+
+# get_parts: version, fence, header, then slot, part version, blob for every slot whose part
+# version is above what the reader has (ARGV: slot, version pairs), in one atomic read.
+_GET_PARTS = """
+local head = redis.call('HMGET', KEYS[1], 'version', 'fence', 'value')
+if not head[1] then
+  return {}
+end
+local have = {}
+for i = 1, #ARGV, 2 do
+  have[ARGV[i]] = tonumber(ARGV[i + 1])
+end
+local out = {head[1], head[2] or '', head[3]}
+local vers = redis.call('HGETALL', KEYS[2])
+for i = 1, #vers, 2 do
+  local slot, v = vers[i], tonumber(vers[i + 1])
+  if not have[slot] or have[slot] < v then
+    table.insert(out, slot)
+    table.insert(out, vers[i + 1])
+    table.insert(out, redis.call('HGET', KEYS[3], slot))
+  end
+end
+return out
+"""
+
+
 class ExperimentKeys(NamedTuple):
     tag: str  # "{<prefix>:exp:<id>}": other Redis modules append their own suffixes to it
     state: str
     fence: str
+    parts: str  # per-arm blobs by slot (put_parts)
+    part_versions: str  # the version each slot's blob was last written at
+
+
+class Parts(NamedTuple):
+    """A state published in parts: ``header`` (what is not per arm) and the per-arm blobs a
+    reader did not have yet, each with the version it was written at."""
+
+    version: int
+    header: bytes
+    fence: int | None
+    parts: dict[int, tuple[int, bytes]]  # slot -> (part version, blob)
 
 
 def keys_for(prefix: str, experiment_id: int) -> ExperimentKeys:
@@ -68,7 +136,9 @@ def keys_for(prefix: str, experiment_id: int) -> ExperimentKeys:
     if "{" in prefix or "}" in prefix:
         raise ValueError(f"prefix must not contain braces (it is inside a hash tag): {prefix!r}")
     tag = f"{{{prefix}:exp:{int(experiment_id)}}}"
-    return ExperimentKeys(tag, f"{tag}:state", f"{tag}:fence")
+    return ExperimentKeys(
+        tag, f"{tag}:state", f"{tag}:fence", f"{tag}:parts", f"{tag}:part_versions"
+    )
 
 
 @contextmanager
@@ -87,6 +157,8 @@ class RedisStateStore(StateStore[bytes]):
         self._client = client
         self._prefix = prefix
         self._put = client.register_script(_PUT)  # no I/O: EVALSHA loads it on first use
+        self._put_parts = client.register_script(_PUT_PARTS)
+        self._get_parts = client.register_script(_GET_PARTS)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "banditd") -> RedisStateStore:
@@ -130,7 +202,59 @@ class RedisStateStore(StateStore[bytes]):
     def delete(self, experiment_id: int) -> None:
         keys = keys_for(self._prefix, experiment_id)
         with _available():
-            self._client.delete(keys.state, keys.fence)
+            self._client.delete(keys.state, keys.fence, keys.parts, keys.part_versions)
+
+    # --- per-arm parts: a large state is published and fetched by the arms that changed ----
+
+    def put_parts(
+        self,
+        experiment_id: int,
+        version: int,
+        header: bytes,
+        parts: dict[int, bytes],
+        *,
+        fence: int | None = None,
+        reset: bool = False,
+    ) -> bool:
+        """Publish ``version`` as ``header`` plus the blobs of the arms in ``parts`` (slots not
+        given keep their blob and part version); ``reset`` drops every earlier part first (a
+        new layout, e.g. a grown capacity). Same version and fence rules as ``put``."""
+        for n in (version, fence):
+            if n is not None and not -_EXACT <= n <= _EXACT:
+                raise ValueError(f"version and fence must be within ±2**53, got {n}")
+        keys = keys_for(self._prefix, experiment_id)
+        args: list[bytes | int | str] = [
+            int(version),
+            bytes(header),
+            "" if fence is None else int(fence),
+            "1" if reset else "0",
+        ]
+        for slot, blob in parts.items():
+            args += [int(slot), bytes(blob)]
+        with _available():
+            reply = self._put_parts(
+                keys=[keys.state, keys.fence, keys.parts, keys.part_versions], args=args
+            )
+        if reply[0] == -1:
+            raise StaleFence(f"fence: {fence} is older than {int(reply[1])}")
+        return bool(reply[0] == 1)
+
+    def get_parts(self, experiment_id: int, have: dict[int, int] | None = None) -> Parts | None:
+        """The published header and the parts newer than ``have`` (slot -> part version the
+        reader holds), read atomically; None if nothing is published."""
+        keys = keys_for(self._prefix, experiment_id)
+        args: list[int] = []
+        for slot, v in (have or {}).items():
+            args += [int(slot), int(v)]
+        with _available():
+            reply = self._get_parts(keys=[keys.state, keys.part_versions, keys.parts], args=args)
+        if not reply:
+            return None
+        version, fence, header = int(reply[0]), reply[1], reply[2]
+        parts = {
+            int(reply[i]): (int(reply[i + 1]), bytes(reply[i + 2])) for i in range(3, len(reply), 3)
+        }
+        return Parts(version, bytes(header), int(fence) if fence else None, parts)
 
 
-__all__ = ["CLIENT_DEFAULTS", "ExperimentKeys", "RedisStateStore", "keys_for"]
+__all__ = ["CLIENT_DEFAULTS", "ExperimentKeys", "Parts", "RedisStateStore", "keys_for"]

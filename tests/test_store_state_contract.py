@@ -229,6 +229,46 @@ def test_redis_stores_share_state_through_the_server(
     assert RedisStateStore(redis_client, prefix=prefix + "-x").get(1) is None
 
 
+def test_redis_parts_publish_and_fetch_only_changed_arms(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    store = RedisStateStore(redis_client, prefix=prefix)
+    assert store.get_parts(4) is None
+    arms = {slot: bytes([slot]) * 7 + b"\x00\xff" for slot in range(5)}
+    assert store.put_parts(4, 1, b"head1", arms, fence=1)
+    got = store.get_parts(4)
+    assert got is not None and (got.version, got.header, got.fence) == (1, b"head1", 1)
+    assert got.parts == {s: (1, b) for s, b in arms.items()}
+    have = {s: v for s, (v, _) in got.parts.items()}
+    # Version 2 changes arms 1 and 3 only: a reader holding version 1 fetches just those.
+    assert store.put_parts(4, 2, b"head2", {1: b"one-2", 3: b"three-2"}, fence=1)
+    got = store.get_parts(4, have)
+    assert got is not None and got.header == b"head2" and got.version == 2
+    assert got.parts == {1: (2, b"one-2"), 3: (2, b"three-2")}
+    # A reader with nothing gets every arm, each at the version it was last written at.
+    full = store.get_parts(4)
+    assert full is not None and {s: v for s, (v, _) in full.parts.items()} == {
+        0: 1,
+        1: 2,
+        2: 1,
+        3: 2,
+        4: 1,
+    }
+    # Same rules as put: older versions ignored, stale fences refused, nothing changed.
+    assert not store.put_parts(4, 2, b"late", {0: b"x"}, fence=1)
+    with pytest.raises(StaleFence):
+        store.put_parts(4, 3, b"deposed", {0: b"x"}, fence=0)
+    again = store.get_parts(4)
+    assert again is not None and again == full
+    # reset: a new layout (e.g. grown capacity) drops the old arms
+    assert store.put_parts(4, 3, b"head3", {0: b"only"}, fence=2, reset=True)
+    got = store.get_parts(4, have)
+    assert got is not None and got.parts == {0: (3, b"only")}
+    assert store.version(4) == 3
+    store.delete(4)
+    assert list(redis_client.scan_iter(match=f"{{{prefix}:*", count=1000)) == []
+
+
 def test_redis_refuses_a_decoding_client() -> None:
     with pytest.raises(ValueError, match="decode"):
         RedisStateStore(redis.Redis(decode_responses=True))  # no I/O: fine with Redis down
