@@ -391,3 +391,34 @@ def test_experiment_changes_reach_the_other_replicas(tmp_path, shared) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_only_changed_arms_are_republished(tmp_path, shared) -> None:
+    """Rewards for one arm only: its part is republished at every new version, the others stay
+    at the version they were first published at, and the follower still matches the log."""
+    url, prefix = shared
+    a = replica(tmp_path, "a", url, prefix).start()
+    b = replica(tmp_path, "b", url, prefix).start()
+    try:
+        with Client(a.target) as ca, Client(b.target) as cb:
+            ca.create_experiment(NS, NAME, "beta_ts", ARMS)
+            acked = []
+            for i in range(30):
+                c = (ca, cb)[i % 2]
+                (d,) = c.select(NS, NAME, eligible=["c"])
+                (ack,) = c.update(NS, NAME, {d.event_id: 1.0})
+                acked.append((d.event_id, "c", 1.0, ack.sequence))
+                time.sleep(0.06)  # spread over several publications (<= 20 per second)
+        top = max(x[3] for x in acked)
+        wait_watermark(a.target, top)
+        wait_watermark(b.target, top)
+        r = redis.Redis.from_url(REDIS_URL)
+        (key,) = list(r.scan_iter(match="{" + prefix + ":exp:*}:part_versions", count=1000))
+        versions = {int(k): int(v) for k, v in r.hgetall(key).items()}
+        state_version = int(r.hget(key.replace(b"part_versions", b"state"), "version"))
+        # slot 2 is "c"; the untouched arms were written once, at the first publication
+        assert versions[2] == state_version > versions[0] == versions[1], versions
+        assert_same_model([a.target, b.target], acked)
+    finally:
+        a.stop()
+        b.stop()
