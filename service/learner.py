@@ -24,6 +24,8 @@ from .runtime import Runtime
 
 log = logging.getLogger("banditd.learner")
 
+DRAIN_S = 1.0  # longest stretch one experiment is applied before the others get a turn
+
 
 class Learner:
     def __init__(
@@ -119,12 +121,13 @@ class Learner:
                 version_to=v + 1,
                 fence=self.registry.fences[rt.exp.id],
             )
+            # Thompson choice probabilities of the new state before it is published: Selects
+            # go on with the old state meanwhile. Published first, every Select arriving during
+            # the ~15 ms Monte Carlo waited on it (measured: Select p50 23-40 ms under a steady
+            # reward stream, against 4 ms on a replica that only follows).
+            rt.policy.warm(new)
             rt.state = new
             rt.watermark = max(rt.watermark, *seqs)
-            # Thompson choice probabilities of the new state now, so Selects do not all wait on
-            # them; after publishing, so freshness does not wait either (a Select arriving first
-            # takes the same lock and waits for this one computation, not a second).
-            rt.policy.warm(new)
             if (v + 1) % self.checkpoint_every == 0:
                 faults.hit("after_apply_before_checkpoint")
                 self.registry.checkpoint(rt)
@@ -133,7 +136,9 @@ class Learner:
     def _run(self) -> None:
         last_sweep = 0.0
         while not self._stop.is_set():
-            woken = self.signal.wait(0.05)
+            # In production, wake in time for a publication that the <= 20 Hz limit held back.
+            wait = 0.05 if self.replicas is None else self.replicas.next_publish_in(0.05)
+            woken = self.signal.wait(wait)
             now = time.monotonic()
             if now - last_sweep > self.sweep_s:
                 targets = self.registry.all()  # a periodic sweep catches missed signals
@@ -153,9 +158,17 @@ class Learner:
                     log.exception("learner: default rewards of %s failed", rt.key)
             for rt in targets:
                 try:
+                    # A pass ends after DRAIN_S so other experiments get their turn, and in
+                    # production the lease is renewed between batches (a steady reward stream
+                    # would otherwise outlast it and hand learning to another replica).
+                    until = time.monotonic() + DRAIN_S
                     while not self._stop.is_set() and self.step(rt):
                         if self.replicas is not None:
                             self.replicas.applied(rt)
+                            if not self.replicas.leads(rt):
+                                break
+                        if time.monotonic() > until:
+                            break
                 except (StaleFence, Conflict) as e:
                     if self.replicas is not None:
                         self.replicas.lost(rt, e)

@@ -104,10 +104,20 @@ class Replicas:
         already applied: our state is behind the log). The next ``leads`` starts over."""
         log.info("%s: no longer learning here (%s)", rt.key, why)
         self._led.pop(rt.exp.id, None)
+        self._dirty.discard(rt.exp.id)
 
     def applied(self, rt: Runtime) -> None:
         self._dirty.add(rt.exp.id)
         self.publish_due(rt)
+
+    def next_publish_in(self, cap: float) -> float:
+        """Seconds until the earliest held-back publication may go out (at most ``cap``)."""
+        waiting = [e for e in self._dirty if e in self._led]
+        if not waiting:
+            return cap
+        now = time.monotonic()
+        due = min(self._published.get(e, 0.0) + self.publish_every for e in waiting)
+        return max(0.001, min(cap, due - now))
 
     def publish_due(self, rt: Runtime) -> None:
         exp = rt.exp.id
