@@ -337,8 +337,13 @@ def build(fam: Family, params: Mapping[str, Any]) -> Policy:
             p = mc_memo.get(key)
             if p is None:
                 mask = np.frombuffer(mbytes, dtype=bool)
-                seed = int.from_bytes(digest[:8], "little")
-                p = _host_mc_probs(fam, cfg, traced, state, mask, seed)
+                exact = fam.extra.get("host_probs")
+                if exact is not None:
+                    stats = {k: np.asarray(v) for k, v in state.stats.items()}
+                    p = np.asarray(exact(cfg, traced, stats, mask), np.float64)
+                else:
+                    seed = int.from_bytes(digest[:8], "little")
+                    p = _host_mc_probs(fam, cfg, traced, state, mask, seed)
                 mc_memo[key] = p
                 if len(mc_memo) > MC_MEMO:
                     mc_memo.popitem(last=False)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .base import segment_sum
 from .family import Family, Hyper, no_cache, positive, zeros_init
+from .rank_probs import BetaRank
 
 # --- Beta-Bernoulli -------------------------------------------------------------------------
 
@@ -27,6 +28,13 @@ def _beta_scores(cfg, h, state, ctx, keys, mask, t):
     a = h["prior_a"] + state.stats["s"]
     b = h["prior_b"] + state.stats["f"]
     return jax.vmap(lambda k: jax.random.beta(k, a, b))(keys)
+
+
+def _beta_first(cfg, h, st, mask):
+    """Exact P(arm has the top draw): a 1-D integral on a grid adapted to the posteriors with
+    the exact Beta CDF per bin (``rank_probs.BetaRank``), ~1-2 ms for 10 arms where 32,768
+    Monte Carlo draws took ~15 ms, which every new state version paid."""
+    return BetaRank(h["prior_a"] + st["s"], h["prior_b"] + st["f"], mask).first()
 
 
 BETA_TS = Family(
@@ -46,6 +54,7 @@ BETA_TS = Family(
     delta=_beta_delta,
     refresh=no_cache,
     scores=_beta_scores,
+    extra={"host_probs": _beta_first},
 )
 
 
