@@ -199,6 +199,14 @@ def serve(
         str | None,
         typer.Option(help="Key prefix in Redis (default banditd).", show_default=False),
     ] = None,
+    lease_ttl_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Production: seconds before a silent learner's experiments pass to another "
+            "replica (default 5).",
+            show_default=False,
+        ),
+    ] = None,
     max_items: Annotated[
         int | None, typer.Option(help="Items per request limit.", show_default=False)
     ] = None,
@@ -252,6 +260,7 @@ def serve(
         database_url=database_url,
         redis_url=redis_url,
         redis_prefix=redis_prefix,
+        lease_ttl_s=lease_ttl_s,
         max_items=max_items,
         writer_flush_ms=writer_flush_ms,
         decision_flush_ms=decision_flush_ms,
