@@ -107,6 +107,8 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
     replicas: Replicas | None = None
     sig: FeedbackSignal
     if config.redis_url:
+        if not config.lease_ttl_s > 0:
+            raise SystemExit(f"--lease-ttl-s: must be > 0, got {config.lease_ttl_s}")
         registry = Registry(event_log, acquire_fences=False)
         sig = RedisSignal.from_url(config.redis_url, prefix=config.redis_prefix)
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
