@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Collection
 from typing import Any
@@ -37,6 +36,7 @@ from redis.retry import Retry
 
 from .errors import Unavailable
 from .signal import FeedbackSignal
+from .signal_local import LocalSignal
 
 log = logging.getLogger("banditd.signal")
 
@@ -74,9 +74,8 @@ class RedisSignal(FeedbackSignal):
         self._owns_client = False
         self.channel = f"{prefix}:feedback"
         self._origin = uuid.uuid4().hex[:16]
-        self._cond = threading.Condition()
-        self._pending: set[int] = set()
-        self._closed = False
+        # Waiting and coalescing are LocalSignal's; Redis only carries notifies between processes.
+        self._local = LocalSignal()
         self._stop = threading.Event()
         self._subscribed = threading.Event()
         self._thread = threading.Thread(
@@ -107,35 +106,17 @@ class RedisSignal(FeedbackSignal):
     # --- FeedbackSignal ---------------------------------------------------------------------
 
     def notify(self, experiment_id: int) -> None:
-        self._deliver(experiment_id)
+        self._local.notify(experiment_id)
         try:
             self._client.publish(self.channel, f"{experiment_id} {self._origin}")
         except _CONNECTION_ERRORS as e:
             raise Unavailable(f"cannot publish to Redis channel {self.channel!r}: {e}") from e
 
     def wait(self, timeout: float, experiment_ids: Collection[int] | None = None) -> set[int]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if self._closed:
-                    return set()
-                got = (
-                    set(self._pending)
-                    if experiment_ids is None
-                    else self._pending.intersection(experiment_ids)
-                )
-                if got:
-                    self._pending -= got
-                    return got
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return set()
-                self._cond.wait(left)
+        return self._local.wait(timeout, experiment_ids)
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._local.close()
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=2 * _POLL_S + 1.0)
@@ -154,11 +135,6 @@ class RedisSignal(FeedbackSignal):
 
     # --- listener ---------------------------------------------------------------------------
 
-    def _deliver(self, experiment_id: int) -> None:
-        with self._cond:
-            self._pending.add(experiment_id)
-            self._cond.notify_all()  # waiters filter by experiment, so wake them all
-
     def _on_message(self, data: Any) -> None:
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
         parts = text.split()
@@ -169,7 +145,7 @@ class RedisSignal(FeedbackSignal):
             return
         if len(parts) > 1 and parts[1] == self._origin:
             return  # our own notify, already delivered locally
-        self._deliver(experiment_id)
+        self._local.notify(experiment_id)
 
     def _listen(self) -> None:
         pubsub: Any = None

@@ -33,32 +33,10 @@ CLIENT_DEFAULTS = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
 # Redis Lua numbers are doubles: beyond 2**53 two versions could compare equal.
 _EXACT = 2**53
 
-# Returns {1} written, {0} not newer (fence still recorded), {-1, seen} stale fence.
-_PUT = """
-local fence = ARGV[3]
-if fence ~= '' then
-  local seen = redis.call('GET', KEYS[2])
-  if seen and tonumber(fence) < tonumber(seen) then
-    return {-1, seen}
-  end
-  redis.call('SET', KEYS[2], fence)
-end
-local current = redis.call('HGET', KEYS[1], 'version')
-if current and tonumber(ARGV[1]) <= tonumber(current) then
-  return {0}
-end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'value', ARGV[2])
-if fence ~= '' then
-  redis.call('HSET', KEYS[1], 'fence', fence)
-else
-  redis.call('HDEL', KEYS[1], 'fence')
-end
-return {1}
-"""
-
-
-# put_parts: as _PUT, with the header as the value, then each given slot's blob and version.
-# ARGV: version, header, fence, reset ("1": forget every earlier part), then slot, blob pairs.
+# Check the fence (recording it), check the version, write the value (a whole state or a parts
+# header), then each given slot's blob and version. ARGV: version, value, fence, reset ("1":
+# forget every earlier part), then slot, blob pairs. Returns {1} written, {0} not newer (fence
+# still recorded), {-1, seen} stale fence.
 _PUT_PARTS = """
 local fence = ARGV[3]
 if fence ~= '' then
@@ -156,8 +134,7 @@ class RedisStateStore(StateStore[bytes]):
         keys_for(prefix, 0)  # refuse a bad prefix now, not on the first call
         self._client = client
         self._prefix = prefix
-        self._put = client.register_script(_PUT)  # no I/O: EVALSHA loads it on first use
-        self._put_parts = client.register_script(_PUT_PARTS)
+        self._put_parts = client.register_script(_PUT_PARTS)  # no I/O: loads on first use
         self._get_parts = client.register_script(_GET_PARTS)
 
     @classmethod
@@ -184,20 +161,7 @@ class RedisStateStore(StateStore[bytes]):
     def put(
         self, experiment_id: int, version: int, value: bytes, *, fence: int | None = None
     ) -> bool:
-        for n in (version, fence):
-            if n is not None and not -_EXACT <= n <= _EXACT:
-                raise ValueError(f"version and fence must be within ±2**53, got {n}")
-        keys = keys_for(self._prefix, experiment_id)
-        args: list[bytes | int | str] = [
-            int(version),
-            bytes(value),
-            "" if fence is None else int(fence),
-        ]
-        with _available():
-            reply = self._put(keys=[keys.state, keys.fence], args=args)
-        if reply[0] == -1:
-            raise StaleFence(f"fence: {fence} is older than {int(reply[1])}")
-        return bool(reply[0] == 1)
+        return self.put_parts(experiment_id, version, value, {}, fence=fence)
 
     def delete(self, experiment_id: int) -> None:
         keys = keys_for(self._prefix, experiment_id)
