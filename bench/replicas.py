@@ -67,6 +67,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import latency  # noqa: E402
 import numpy as np  # noqa: E402
 from common import print_header, table  # noqa: E402
 from latency import (  # noqa: E402
@@ -126,31 +128,21 @@ def _service_pids() -> list[int]:
     return out
 
 
-class Meter:
-    """CPU between start and stop, in cores (1.0 = one CPU busy)."""
-
-    def __init__(self, children: dict[str, Child]) -> None:
-        self.children = children
+class Meter(latency.Meter):
+    """latency's CPU meter, plus the machine's PostgreSQL and Redis servers in a column."""
 
     def start(self) -> None:
-        self.t = time.monotonic()
-        self.a = {k: c.cpu() for k, c in self.children.items()}
         self.svc = {p: _proc_cpu(p) for p in _service_pids()}
-        self.me = _proc_cpu(os.getpid())
-        self.busy = _machine_busy()
+        super().start()
 
     def stop(self) -> dict[str, float]:
         wall = max(time.monotonic() - self.t, 1e-9)
-        out = {k: (c.cpu() - self.a[k]) / wall for k, c in self.children.items()}
-        out["generator"] = (_proc_cpu(os.getpid()) - self.me) / wall
         svc = sum(_proc_cpu(p) - self.svc.get(p, 0.0) for p in _service_pids())
+        out = super().stop()
+        other = out.pop("other")  # keep "other" the last column
         out["postgres+redis"] = max(svc, 0.0) / wall
-        total = (_machine_busy() - self.busy) / wall
-        out["other"] = max(total - sum(out.values()), 0.0)
+        out["other"] = max(other - out["postgres+redis"], 0.0)
         return out
-
-
-# --- servers ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -215,25 +207,16 @@ def predecide(srv: Server, n: int, timeout: float) -> list[tuple[str, str]]:
     return out
 
 
+def _each(fn: Any, items: list[Any]) -> list[Any]:
+    """``fn(item)`` for every item at once, one thread each; the first error is raised."""
+    with ThreadPoolExecutor(max_workers=max(len(items), 1)) as ex:
+        return list(ex.map(fn, items))
+
+
 def predecide_all(servers: list[Server], n: int, timeout: float) -> dict[str, list]:
     """``predecide`` on every server at once (one thread each)."""
-    out: dict[str, list] = {}
-    errs: list[BaseException] = []
-
-    def one(s: Server) -> None:
-        try:
-            out[s.name] = predecide(s, n, timeout)
-        except BaseException as e:  # noqa: BLE001 - re-raised below
-            errs.append(e)
-
-    ths = [threading.Thread(target=one, args=(s,)) for s in servers]
-    for t in ths:
-        t.start()
-    for t in ths:
-        t.join()
-    if errs:
-        raise errs[0]
-    return out
+    got = _each(lambda s: predecide(s, n, timeout), servers)
+    return {s.name: g for s, g in zip(servers, got, strict=True)}
 
 
 def watermark(srv: Server, timeout: float) -> int:
@@ -752,21 +735,7 @@ def run(args: argparse.Namespace) -> None:
         log(f"database {db}, Redis prefix {prefix}, data in {tmp}")
         log("starting 3 servers (embedded, A, B) in parallel ...")
         t_started = time.monotonic()
-        errs: list[BaseException] = []
-
-        def start(s: Server) -> None:
-            try:
-                s.child.start(timeout=300)
-            except BaseException as e:  # noqa: BLE001 - re-raised below
-                errs.append(e)
-
-        ths = [threading.Thread(target=start, args=(s,)) for s in servers.values()]
-        for t in ths:
-            t.start()
-        for t in ths:
-            t.join()
-        if errs:
-            raise errs[0]
+        _each(lambda s: s.child.start(timeout=300), list(servers.values()))
         t_ready = time.monotonic()  # each server's start-up window began before this
         log(
             "started in "
