@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import psycopg
 import pytest
@@ -62,6 +62,21 @@ def shared() -> Iterator[tuple[str, str]]:
             r.delete(*keys)
         with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pair(tmp_path: pathlib.Path, shared: tuple[str, str]) -> Iterator[tuple[ServerProcess, ...]]:
+    """Replicas a and b on this test's database and prefix, stopped afterwards."""
+    url, prefix = shared
+    a = replica(tmp_path, "a", url, prefix).start()
+    try:
+        b = replica(tmp_path, "b", url, prefix).start()
+    except BaseException:
+        a.stop()
+        raise
+    yield a, b
+    a.stop()
+    b.stop()
 
 
 def replica(tmp: pathlib.Path, name: str, url: str, prefix: str) -> ServerProcess:
@@ -155,52 +170,52 @@ def model(target: str) -> tuple[int, dict[str, float]]:
     return s.version, {a.arm_id: a.model_mean for a in s.arms}
 
 
-def expected_means(acked: list) -> dict[str, float]:
-    """Beta(1 + successes, 1 + failures) means recomputed from what was acknowledged."""
+def beta_means(arm_rewards: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Beta(1 + successes, 1 + failures) posterior means per arm."""
     sf = {a: [0, 0] for a in ARMS}
-    for _eid, arm, v, _seq in acked:
-        sf[arm][0 if v else 1] += 1
+    for arm, r in arm_rewards:
+        sf[arm][0 if r >= 0.5 else 1] += 1
     return {a: (1 + s) / (2 + s + f) for a, (s, f) in sf.items()}
 
 
-def assert_same_model(targets: list[str], acked: list) -> None:
+def expected_means(acked: list) -> dict[str, float]:
+    """What the acknowledged rewards give."""
+    return beta_means((arm, v) for _eid, arm, v, _seq in acked)
+
+
+def assert_same_model(targets: list[str], want: dict[str, float]) -> None:
+    """Every replica serves the same state, and its posterior means are ``want``."""
     views = [model(t) for t in targets]
     assert all(v == views[0] for v in views), views
-    want = expected_means(acked)
     for arm, mean in views[0][1].items():
         assert mean == pytest.approx(want[arm], abs=1e-12), (arm, mean, want[arm])
 
 
-def test_two_replicas_share_experiments_one_learner_and_state(tmp_path, shared) -> None:
+def test_two_replicas_share_experiments_one_learner_and_state(pair, shared) -> None:
     url, prefix = shared
-    a = replica(tmp_path, "a", url, prefix).start()
-    b = replica(tmp_path, "b", url, prefix).start()
-    try:
-        with Client(a.target) as c:
-            c.create_experiment(NS, NAME, "beta_ts", ARMS)
-        acked: list = []
-        lock = threading.Lock()
-        threads = [
-            threading.Thread(target=select_update, args=(t.target, 60, acked, lock, i))
-            for i, t in enumerate([a, b, a, b])
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert len(acked) == 240
-        top = max(x[3] for x in acked)
-        for t in (a, b):  # both replicas end up serving a state that covers every reward
-            wait_watermark(t.target, top)
-        pid = leader_pid(prefix)
-        assert pid in (a.proc.pid, b.proc.pid)  # type: ignore[union-attr]
-        # One learner at a time (a loaded machine may still see a takeover: the chain check
-        # holds either way)
-        check_log(url, acked)
-        assert_same_model([a.target, b.target], acked)
-    finally:
-        a.stop()
-        b.stop()
+    a, b = pair
+    with Client(a.target) as c:
+        c.create_experiment(NS, NAME, "beta_ts", ARMS)
+    acked: list = []
+    lock = threading.Lock()
+    threads = [
+        threading.Thread(target=select_update, args=(t.target, 60, acked, lock, i))
+        for i, t in enumerate([a, b, a, b])
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(acked) == 240
+    top = max(x[3] for x in acked)
+    for t in (a, b):  # both replicas end up serving a state that covers every reward
+        wait_watermark(t.target, top)
+    pid = leader_pid(prefix)
+    assert pid in (a.proc.pid, b.proc.pid)  # type: ignore[union-attr]
+    # One learner at a time (a loaded machine may still see a takeover: the chain check
+    # holds either way)
+    check_log(url, acked)
+    assert_same_model([a.target, b.target], expected_means(acked))
 
 
 def free_port() -> int:
@@ -233,10 +248,7 @@ def applied_means(url: str) -> dict[str, float]:
             rows = conn.execute(q).all()
     finally:
         engine.dispose()
-    sf = {a: [0, 0] for a in ARMS}
-    for arm, r in rows:
-        sf[arm][0 if r >= 0.5 else 1] += 1
-    return {a: (1 + s) / (2 + s + f) for a, (s, f) in sf.items()}
+    return beta_means(rows)
 
 
 def test_kill_9_replicas_mid_load_loses_nothing(tmp_path, shared) -> None:
@@ -303,11 +315,7 @@ def test_kill_9_replicas_mid_load_loses_nothing(tmp_path, shared) -> None:
         assert len(set(fences.values())) >= 3  # takeovers, each with a higher fence
         seen = sorted(set(fences.values()))
         print(f"acked {len(acked)}, holder kills {holder_kills}, fences {seen}")
-        want = applied_means(url)
-        views = [model(p.target) for p in procs]
-        assert all(v == views[0] for v in views), views
-        for arm, mean in views[0][1].items():
-            assert mean == pytest.approx(want[arm], abs=1e-12), (arm, mean, want[arm])
+        assert_same_model([p.target for p in procs], applied_means(url))
     finally:
         stop.touch()
         for lp in loaders:
@@ -318,107 +326,90 @@ def test_kill_9_replicas_mid_load_loses_nothing(tmp_path, shared) -> None:
                 p.stop()
 
 
-def test_updates_for_another_replicas_decisions(tmp_path, shared) -> None:
+def test_updates_for_another_replicas_decisions(pair) -> None:
     """A reward sent to one replica for a decision another replica made and logged."""
-    url, prefix = shared
-    a = replica(tmp_path, "a", url, prefix).start()
-    b = replica(tmp_path, "b", url, prefix).start()
-    try:
-        with Client(a.target) as ca, Client(b.target) as cb:
-            ca.create_experiment(NS, NAME, "beta_ts", ARMS)
-            ds = [ca.select(NS, NAME)[0] for _ in range(20)]
-            # At once: the last decisions may still sit in a's writer queue (10 ms linger);
-            # b waits for them rather than answer NOT_FOUND.
-            acks = cb.update(NS, NAME, {d.event_id: 1.0 for d in ds})
-            assert [x.kind for x in acks] == ["reward"] * 20
-            with pytest.raises(NotFound, match="no decision"):
-                cb.update(NS, NAME, {new_event_id(): 1.0})  # never issued anywhere
-            top = max(x.sequence for x in acks)
-        wait_watermark(a.target, top)
-        wait_watermark(b.target, top)
-        assert_same_model([a.target, b.target], [(d.event_id, d.arm_ids[0], 1.0, 0) for d in ds])
-    finally:
-        a.stop()
-        b.stop()
+    a, b = pair
+    with Client(a.target) as ca, Client(b.target) as cb:
+        ca.create_experiment(NS, NAME, "beta_ts", ARMS)
+        ds = [ca.select(NS, NAME)[0] for _ in range(20)]
+        # At once: the last decisions may still sit in a's writer queue (10 ms linger);
+        # b waits for them rather than answer NOT_FOUND.
+        acks = cb.update(NS, NAME, {d.event_id: 1.0 for d in ds})
+        assert [x.kind for x in acks] == ["reward"] * 20
+        with pytest.raises(NotFound, match="no decision"):
+            cb.update(NS, NAME, {new_event_id(): 1.0})  # never issued anywhere
+        top = max(x.sequence for x in acks)
+    wait_watermark(a.target, top)
+    wait_watermark(b.target, top)
+    assert_same_model([a.target, b.target], beta_means((d.arm_ids[0], 1.0) for d in ds))
 
 
-def test_experiment_changes_reach_the_other_replicas(tmp_path, shared) -> None:
+def test_experiment_changes_reach_the_other_replicas(pair) -> None:
     """Arms added on one replica and a new revision made on another: every replica serves the
     change within a few seconds and learning goes on under it."""
-    url, prefix = shared
-    a = replica(tmp_path, "a", url, prefix).start()
-    b = replica(tmp_path, "b", url, prefix).start()
-    try:
-        with Client(a.target) as ca, Client(b.target) as cb:
-            ca.create_experiment(NS, NAME, "beta_ts", ARMS)
-            cb.select(NS, NAME)  # b has it loaded
-            ca.update_experiment(NS, NAME, add_arms=["d"])
+    a, b = pair
+    with Client(a.target) as ca, Client(b.target) as cb:
+        ca.create_experiment(NS, NAME, "beta_ts", ARMS)
+        cb.select(NS, NAME)  # b has it loaded
+        ca.update_experiment(NS, NAME, add_arms=["d"])
 
-            def served(c: Client) -> set[str]:
-                return {x.id for x in c.get_experiment(NS, NAME).arms}
+        def served(c: Client) -> set[str]:
+            return {x.id for x in c.get_experiment(NS, NAME).arms}
 
-            deadline = time.monotonic() + 10
-            while served(cb) != {"a", "b", "c", "d"} and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert served(cb) == {"a", "b", "c", "d"}
-            seen = {cb.select(NS, NAME)[0].arm_ids[0] for _ in range(200)}
-            assert "d" in seen  # b decides with the new arm, not only lists it
+        deadline = time.monotonic() + 10
+        while served(cb) != {"a", "b", "c", "d"} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert served(cb) == {"a", "b", "c", "d"}
+        seen = {cb.select(NS, NAME)[0].arm_ids[0] for _ in range(200)}
+        assert "d" in seen  # b decides with the new arm, not only lists it
 
-            upd = cb.update_experiment(NS, NAME, hyperparameters={"prior_a": 2.0})
-            assert upd.new_revision
-            deadline = time.monotonic() + 10
-            while ca.get_experiment(NS, NAME).revision != 2 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert ca.get_experiment(NS, NAME).revision == 2
-            acks, chosen = [], {}
-            for c in (ca, cb):
-                for _ in range(10):
-                    (d,) = c.select(NS, NAME)
-                    assert d.revision == 2
-                    chosen[d.event_id] = d.arm_ids[0]
-                    acks.append(c.update(NS, NAME, {d.event_id: 1.0})[0])
-            top = max(x.sequence for x in acks)
-        wait_watermark(a.target, top)
-        wait_watermark(b.target, top)
-        va, vb = model(a.target), model(b.target)
-        assert va == vb
-        # Revision 2 starts fresh, Beta(2, 1) prior, and learned exactly its 20 successes.
-        wins = {arm: 0 for arm in ["a", "b", "c", "d"]}
-        for x in acks:
-            wins[chosen[x.event_id]] += 1
-        for arm, mean in va[1].items():
-            assert mean == pytest.approx((2 + wins[arm]) / (3 + wins[arm]), abs=1e-12), arm
-    finally:
-        a.stop()
-        b.stop()
+        upd = cb.update_experiment(NS, NAME, hyperparameters={"prior_a": 2.0})
+        assert upd.new_revision
+        deadline = time.monotonic() + 10
+        while ca.get_experiment(NS, NAME).revision != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ca.get_experiment(NS, NAME).revision == 2
+        acks, chosen = [], {}
+        for c in (ca, cb):
+            for _ in range(10):
+                (d,) = c.select(NS, NAME)
+                assert d.revision == 2
+                chosen[d.event_id] = d.arm_ids[0]
+                acks.append(c.update(NS, NAME, {d.event_id: 1.0})[0])
+        top = max(x.sequence for x in acks)
+    wait_watermark(a.target, top)
+    wait_watermark(b.target, top)
+    va, vb = model(a.target), model(b.target)
+    assert va == vb
+    # Revision 2 starts fresh, Beta(2, 1) prior, and learned exactly its 20 successes.
+    wins = {arm: 0 for arm in ["a", "b", "c", "d"]}
+    for x in acks:
+        wins[chosen[x.event_id]] += 1
+    for arm, mean in va[1].items():
+        assert mean == pytest.approx((2 + wins[arm]) / (3 + wins[arm]), abs=1e-12), arm
 
 
-def test_only_changed_arms_are_republished(tmp_path, shared) -> None:
+def test_only_changed_arms_are_republished(pair, shared) -> None:
     """Rewards for one arm only: its part is republished at every new version, the others stay
     at the version they were first published at, and the follower still matches the log."""
-    url, prefix = shared
-    a = replica(tmp_path, "a", url, prefix).start()
-    b = replica(tmp_path, "b", url, prefix).start()
-    try:
-        with Client(a.target) as ca, Client(b.target) as cb:
-            ca.create_experiment(NS, NAME, "beta_ts", ARMS)
-            acked = []
-            for i in range(30):
-                c = (ca, cb)[i % 2]
-                (d,) = c.select(NS, NAME, eligible=["c"])
-                (ack,) = c.update(NS, NAME, {d.event_id: 1.0})
-                acked.append((d.event_id, "c", 1.0, ack.sequence))
-                time.sleep(0.06)  # spread over several publications (<= 20 per second)
-        top = max(x[3] for x in acked)
-        wait_watermark(a.target, top)
-        wait_watermark(b.target, top)
-        r = redis.Redis.from_url(REDIS_URL)
-        (key,) = list(r.scan_iter(match="{" + prefix + ":exp:*}:part_versions", count=1000))
-        versions = {int(k): int(v) for k, v in r.hgetall(key).items()}
-        state_version = int(r.hget(key.replace(b"part_versions", b"state"), "version"))
-        # slot 2 is "c"; the untouched arms were written once, at the first publication
-        assert versions[2] == state_version > versions[0] == versions[1], versions
-        assert_same_model([a.target, b.target], acked)
-    finally:
-        a.stop()
-        b.stop()
+    _, prefix = shared
+    a, b = pair
+    with Client(a.target) as ca, Client(b.target) as cb:
+        ca.create_experiment(NS, NAME, "beta_ts", ARMS)
+        acked = []
+        for i in range(30):
+            c = (ca, cb)[i % 2]
+            (d,) = c.select(NS, NAME, eligible=["c"])
+            (ack,) = c.update(NS, NAME, {d.event_id: 1.0})
+            acked.append((d.event_id, "c", 1.0, ack.sequence))
+            time.sleep(0.06)  # spread over several publications (<= 20 per second)
+    top = max(x[3] for x in acked)
+    wait_watermark(a.target, top)
+    wait_watermark(b.target, top)
+    r = redis.Redis.from_url(REDIS_URL)
+    (key,) = list(r.scan_iter(match="{" + prefix + ":exp:*}:part_versions", count=1000))
+    versions = {int(k): int(v) for k, v in r.hgetall(key).items()}
+    state_version = int(r.hget(key.replace(b"part_versions", b"state"), "version"))
+    # slot 2 is "c"; the untouched arms were written once, at the first publication
+    assert versions[2] == state_version > versions[0] == versions[1], versions
+    assert_same_model([a.target, b.target], expected_means(acked))
