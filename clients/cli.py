@@ -275,15 +275,6 @@ def serve(
     run_server(config)
 
 
-def _safe_url(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return str(make_url(url).render_as_string(hide_password=True))
-    except Exception:  # an unparsable URL is reported by the migration itself
-        return url
-
-
 @app.command()
 @_errors
 def migrate(
@@ -300,7 +291,7 @@ def migrate(
     json_out: JsonOpt = False,
 ) -> None:
     """Upgrade the event-log schema to the newest Alembic revision."""
-    from banditd.service.config import ServerConfig
+    from banditd.service.config import ServerConfig, redacted
 
     url = ServerConfig.from_env(database_url=database_url, data_dir=data_dir).database_url
     from banditd.store.migrate import current, upgrade
@@ -308,9 +299,9 @@ def migrate(
     upgrade(url)
     revision = current(url)
     if json_out:
-        _print_json({"database_url": _safe_url(url), "revision": revision})
+        _print_json({"database_url": redacted(url), "revision": revision})
     else:
-        _out().print(Text.assemble(f"{_safe_url(url)} at revision ", (str(revision), "bold")))
+        _out().print(Text.assemble(f"{redacted(url)} at revision ", (str(revision), "bold")))
 
 
 @app.command()

@@ -71,3 +71,13 @@ class ServerConfig:
                 ) from e
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).resolved()
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password hidden, for logs and output."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return str(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # not a URL SQLAlchemy can parse: nothing to hide that it could find
+        return url

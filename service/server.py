@@ -35,7 +35,7 @@ from banditd.v1 import bandit_pb2, bandit_pb2_grpc  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 from grpc_reflection.v1alpha import reflection  # noqa: E402
 
-from .config import ServerConfig  # noqa: E402
+from .config import ServerConfig, redacted  # noqa: E402
 from .learner import Learner  # noqa: E402
 from .orphans import CrashWindows  # noqa: E402
 from .precompile import Precompiler  # noqa: E402
@@ -80,15 +80,6 @@ class Running:
             c()
 
 
-def _safe(url: str) -> str:
-    """``url`` without its password, for logs."""
-    head, sep, tail = url.rpartition("@")
-    if not sep or ":" not in head.split("//", 1)[-1]:
-        return url
-    scheme, _, cred = head.partition("//")
-    return f"{scheme}//{cred.split(':', 1)[0]}:***@{tail}"
-
-
 def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Running:
     """Start serving in background threads; returns once health reports SERVING.
 
@@ -119,7 +110,7 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
             holder,
             lease_ttl_s=config.lease_ttl_s,
         )
-        log.info("production mode: Redis %s, replica %s", _safe(config.redis_url), holder)
+        log.info("production mode: Redis %s, replica %s", redacted(config.redis_url), holder)
     else:
         registry = Registry(event_log)
         sig = LocalSignal()
