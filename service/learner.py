@@ -135,10 +135,12 @@ class Learner:
 
     def _run(self) -> None:
         last_sweep = 0.0
+        unfinished: set[int] = set()  # experiments whose last pass ended at DRAIN_S
         while not self._stop.is_set():
             # In production, wake in time for a publication that the <= 20 Hz limit held back.
             wait = 0.05 if self.replicas is None else self.replicas.next_publish_in(0.05)
-            woken = self.signal.wait(wait)
+            woken = self.signal.wait(0.0 if unfinished else wait) | unfinished
+            unfinished = set()
             now = time.monotonic()
             if now - last_sweep > self.sweep_s:
                 targets = self.registry.all()  # a periodic sweep catches missed signals
@@ -168,6 +170,7 @@ class Learner:
                             if not self.replicas.leads(rt):
                                 break
                         if time.monotonic() > until:
+                            unfinished.add(rt.exp.id)  # picked up again at once, after the rest
                             break
                 except (StaleFence, Conflict) as e:
                     if self.replicas is not None:

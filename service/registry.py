@@ -42,6 +42,22 @@ def fresh_state(
     return _at_version(policy.init(n_slots, dim=dim, revision=revision), version)
 
 
+def load_state(
+    policy: policies.Policy,
+    blob: bytes,
+    family: str,
+    revision: int,
+    more_stats: dict[str, np.ndarray] | None = None,
+) -> State:
+    """A state from ``serialize.dumps`` bytes (a checkpoint, a published header), with
+    ``more_stats`` (copied) added to its statistics and the cache rebuilt."""
+    st: Any = serialize.loads(blob, family=family, revision=revision, types=(State, Meta)).state
+    stats = {k: jnp.asarray(v) for k, v in st.stats.items()}
+    stats.update({k: jnp.array(v) for k, v in (more_stats or {}).items()})
+    meta = Meta(*(jnp.asarray(v) for v in st.meta))
+    return State(stats, meta, policy.kernels.refresh(policy.kernels.h, stats))
+
+
 def compile_policy(config: dict[str, Any], policy: policies.Policy, n_arms: int) -> None:
     """Run one select and one update on a throwaway state, so the experiment's first request
     does not pay for compiling them (done before an experiment is visible or health SERVING)."""
@@ -305,13 +321,7 @@ class Registry:
         arms = self.log.list_arms(exp.id)
         ck = self.log.latest_checkpoint(exp.id, revision=exp.revision)
         if ck is not None:
-            loaded = serialize.loads(
-                ck.blob, family=config["family"], revision=exp.revision, types=(State, Meta)
-            )
-            st = loaded.state
-            stats = {k: jnp.asarray(v) for k, v in st.stats.items()}
-            meta = Meta(*(jnp.asarray(v) for v in st.meta))
-            state = State(stats, meta, policy.kernels.refresh(policy.kernels.h, stats))
+            state = load_state(policy, ck.blob, config["family"], exp.revision)
             version = ck.version
         else:
             version = 0

@@ -22,15 +22,14 @@ import threading
 import time
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
-from banditd.policies import Meta, State
+from banditd.policies import State
 from banditd.store import serialize
 from banditd.store.errors import StaleFence, StoreError
 from banditd.store.lease import RedisLease
 from banditd.store.state_redis import RedisStateStore
 
-from .registry import Registry, compile_policy
+from .registry import Registry, compile_policy, load_state
 from .runtime import Runtime
 
 log = logging.getLogger("banditd.replicas")
@@ -261,17 +260,9 @@ class Replicas:
             held = _Held.empty(layout)
         held.take(got.parts)
         self._held[exp] = held
-        loaded = serialize.loads(
-            got.header[at + n :],
-            family=rt.config["family"],
-            revision=rt.revision,
-            types=(State, Meta),
+        state = load_state(
+            rt.policy, got.header[at + n :], rt.config["family"], rt.revision, held.arrays
         )
-        st: Any = loaded.state
-        stats = {k: jnp.asarray(x) for k, x in st.stats.items()}
-        stats.update({k: jnp.array(a) for k, a in held.arrays.items()})  # copies
-        meta_ = Meta(*(jnp.asarray(x) for x in st.meta))
-        state = State(stats, meta_, rt.policy.kernels.refresh(rt.policy.kernels.h, stats))
         rt.policy.warm(state)
         with rt.lock:
             if int(state.meta.version) > int(rt.state.meta.version):
