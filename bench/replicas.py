@@ -44,7 +44,9 @@ with both replicas alive there should be one, at the start.
 Default run about 3 minutes; ``--quick`` about one (3 s of Selects per setup, 1.5 s throughput
 rows, 100 freshness samples, only embedded and A -> B): a smoke test, not a measurement.
 
-All server processes are pinned to one CPU and this generator to another (``--no-pin``: none);
+All server processes are pinned to one CPU and this generator to another (``--no-pin``: none;
+``--core-per-replica``: replica B shares the generator's CPU instead of A's, as replicas on
+their own hosts would not share one core);
 PostgreSQL and Redis are the machine's own services and float. Per phase, a CPU table gives what
 each server, this process, PostgreSQL + Redis and everything else on the machine used.
 """
@@ -671,6 +673,11 @@ def main() -> None:
     ap.add_argument("--poll-ms", type=float, default=5.0, help="freshness poll interval")
     ap.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds")
     ap.add_argument("--no-pin", action="store_true", help="let the OS place every process")
+    ap.add_argument(
+        "--core-per-replica",
+        action="store_true",
+        help="pin replica B to the generator's CPU instead of A's: one core per replica",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     args = ap.parse_args()
     if args.quick:
@@ -743,8 +750,9 @@ def run(args: argparse.Namespace) -> None:
             + ", ".join(f"{k} pid {s.child.pid} on {s.target}" for k, s in servers.items())
         )
         if server_cpus:
-            for s in servers.values():
-                _pin_pid(s.child.pid, server_cpus)
+            for k, s in servers.items():
+                own = client_cpus if (k == "B" and args.core_per_replica) else server_cpus
+                _pin_pid(s.child.pid, own)
         for s in servers.values():
             s.connect()
         children = {k: s.child for k, s in servers.items()}
@@ -1048,6 +1056,11 @@ def report(
         if server_cpus
         else f"unpinned: every process on CPUs {cpus}"
     )
+    if server_cpus and args.core_per_replica:
+        pinning = (
+            f"embedded and replica A pinned to CPU {server_cpus}, replica B and this generator "
+            f"to CPU {client_cpus} (--core-per-replica); PostgreSQL and Redis not pinned"
+        )
     print_header(
         "banditd production mode: two replicas on Redis + PostgreSQL vs the embedded default",
         pkgs=("grpcio", "redis", "psycopg", "sqlalchemy", "jax", "numpy"),

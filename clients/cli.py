@@ -227,6 +227,14 @@ def serve(
     learner_batch: Annotated[
         int | None, typer.Option(help="Feedback rows per learner apply.", show_default=False)
     ] = None,
+    learner_linger_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="Least time between two learner passes over one experiment (ms; rewards "
+            "arriving meanwhile share one apply; default 10).",
+            show_default=False,
+        ),
+    ] = None,
     checkpoint_every: Annotated[
         int | None,
         typer.Option(help="Applied batches between checkpoints.", show_default=False),
@@ -264,6 +272,7 @@ def serve(
         max_items=max_items,
         writer_flush_ms=writer_flush_ms,
         decision_flush_ms=decision_flush_ms,
+        learner_linger_ms=learner_linger_ms,
         learner_batch=learner_batch,
         checkpoint_every=checkpoint_every,
         workers=workers,

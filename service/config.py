@@ -34,6 +34,10 @@ class ServerConfig:
     # no latency and makes fewer, larger commits (an Update for a queued decision flushes it).
     decision_flush_ms: float = 10.0
     learner_batch: int = 4096  # feedback rows per learner apply
+    # Least time between two learner passes over one experiment: rewards that arrive meanwhile
+    # share one apply (one state version, one commit, one propensity table) instead of costing
+    # one each. Adds at most this much to the time until a Select sees a reward.
+    learner_linger_ms: float = 10.0
     checkpoint_every: int = 50  # applied batches between checkpoints
     workers: int = 8  # gRPC thread pool
     # Compile every experiment's larger batch buckets in a background thread after startup and

@@ -36,6 +36,7 @@ class Learner:
         batch: int,
         checkpoint_every: int,
         sweep_s: float = 1.0,
+        linger_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         replicas: Replicas | None = None,
     ) -> None:
@@ -45,6 +46,7 @@ class Learner:
         self.batch = batch
         self.checkpoint_every = checkpoint_every
         self.sweep_s = sweep_s
+        self.linger_s = linger_s
         self.clock = clock
         # Per experiment: deadlines up to here have had their defaults. Starts at 0, so windows
         # that closed while the server was down get theirs at the first scan.
@@ -100,8 +102,8 @@ class Learner:
                 self.default_cursor[rt.exp.id] = max(after, now - 60.0)
             return len(expired)
 
-    def step(self, rt: Runtime) -> bool:
-        """Apply at most one batch; False when nothing was ready."""
+    def step(self, rt: Runtime) -> int:
+        """Apply at most one batch; returns its rows (0 when nothing was ready)."""
         log_ = self.registry.log
         with rt.lock:
             ready_at = None
@@ -109,7 +111,7 @@ class Learner:
                 ready_at = self.clock()
             pending = log_.pending_feedback(rt.exp.id, self.batch, ready_at=ready_at)
             if not pending:
-                return False
+                return 0
             v = int(rt.state.meta.version)
             new = apply_batch(rt, rt.state, pending)
             seqs = [p.feedback.seq for p in pending if p.feedback.seq is not None]
@@ -131,16 +133,21 @@ class Learner:
             if (v + 1) % self.checkpoint_every == 0:
                 faults.hit("after_apply_before_checkpoint")
                 self.registry.checkpoint(rt)
-        return True
+        return len(pending)
 
     def _run(self) -> None:
         last_sweep = 0.0
-        unfinished: set[int] = set()  # experiments whose last pass ended at DRAIN_S
+        # Experiments signalled or cut at DRAIN_S, waiting for their turn; and per experiment
+        # the monotonic time its next pass may start (linger_s after the last one began).
+        carry: set[int] = set()
+        due: dict[int, float] = {}
         while not self._stop.is_set():
+            now = time.monotonic()
             # In production, wake in time for a publication that the <= 20 Hz limit held back.
             wait = 0.05 if self.replicas is None else self.replicas.next_publish_in(0.05)
-            woken = self.signal.wait(0.0 if unfinished else wait) | unfinished
-            unfinished = set()
+            if carry:
+                wait = min(wait, max(0.0, min(due.get(i, 0.0) for i in carry) - now))
+            woken = self.signal.wait(wait) | carry
             now = time.monotonic()
             if now - last_sweep > self.sweep_s:
                 targets = self.registry.all()  # a periodic sweep catches missed signals
@@ -151,6 +158,8 @@ class Learner:
             if self.replicas is not None:
                 mine = [rt for rt in mine if self.replicas.leads(rt)]
                 targets = [rt for rt in targets if rt in mine]
+            carry = {rt.exp.id for rt in targets if due.get(rt.exp.id, 0.0) > now}
+            targets = [rt for rt in targets if rt.exp.id not in carry]
             for rt in mine:
                 try:
                     if self.defaults(rt) and rt not in targets:
@@ -159,29 +168,40 @@ class Learner:
                     self.errors += 1
                     log.exception("learner: default rewards of %s failed", rt.key)
             for rt in targets:
-                try:
-                    # A pass ends after DRAIN_S so other experiments get their turn, and in
-                    # production the lease is renewed between batches (a steady reward stream
-                    # would otherwise outlast it and hand learning to another replica).
-                    until = time.monotonic() + DRAIN_S
-                    while not self._stop.is_set() and self.step(rt):
-                        if self.replicas is not None:
-                            self.replicas.applied(rt)
-                            if not self.replicas.leads(rt):
-                                break
-                        if time.monotonic() > until:
-                            unfinished.add(rt.exp.id)  # picked up again at once, after the rest
-                            break
-                except (StaleFence, Conflict) as e:
-                    if self.replicas is not None:
-                        self.replicas.lost(rt, e)
-                    else:  # embedded: only another process on the same log could cause this
-                        self.errors += 1
-                        log.error("learner: applying feedback of %s refused: %s", rt.key, e)
-                except Exception:  # noqa: BLE001 - keep learning other experiments; retried
-                    self.errors += 1
-                    log.exception("learner: applying feedback of %s failed", rt.key)
-                    time.sleep(0.1)
+                due[rt.exp.id] = time.monotonic() + self.linger_s
+                if self._pass(rt):
+                    carry.add(rt.exp.id)  # cut at DRAIN_S: picked up again after the rest
             if self.replicas is not None:
                 for rt in mine:
                     self.replicas.publish_due(rt)
+
+    def _pass(self, rt: Runtime) -> bool:
+        """Apply the ready feedback of ``rt``; True if the pass was cut at DRAIN_S."""
+        try:
+            # A pass ends after DRAIN_S so other experiments get their turn, and in production
+            # the lease is renewed between batches (a steady reward stream would otherwise
+            # outlast it and hand learning to another replica).
+            until = time.monotonic() + DRAIN_S
+            while not self._stop.is_set():
+                n = self.step(rt)
+                if n and self.replicas is not None:
+                    self.replicas.applied(rt)
+                    if not self.replicas.leads(rt):
+                        return False
+                # A batch short of full took everything committed when it read; feedback
+                # committed since then has signalled, so no query for an empty batch.
+                if n < self.batch:
+                    return False
+                if time.monotonic() > until:
+                    return True
+        except (StaleFence, Conflict) as e:
+            if self.replicas is not None:
+                self.replicas.lost(rt, e)
+            else:  # embedded: only another process on the same log could cause this
+                self.errors += 1
+                log.error("learner: applying feedback of %s refused: %s", rt.key, e)
+        except Exception:  # noqa: BLE001 - keep learning other experiments; retried
+            self.errors += 1
+            log.exception("learner: applying feedback of %s failed", rt.key)
+            time.sleep(0.1)
+        return False

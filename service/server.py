@@ -121,6 +121,7 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
         sig,
         batch=config.learner_batch,
         checkpoint_every=config.checkpoint_every,
+        linger_s=config.learner_linger_ms / 1000,
         clock=clock,
         replicas=replicas,
     )

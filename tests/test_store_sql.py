@@ -217,6 +217,35 @@ def test_sqlite_connection_settings(tmp_path: pathlib.Path) -> None:
     assert got == {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 1234, "foreign_keys": 1}
 
 
+@pytest.mark.skipif(PG_DOWN is not None, reason=PG_DOWN or "")
+def test_postgres_idle_connection_killed_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pooled connection whose backend died while idle (a PostgreSQL restart does this to
+    every one) is pinged at checkout and replaced; one in steady use is not pinged."""
+    import banditd.store.engine as engine_mod
+
+    name = _create_pg_database()
+    engine = make_engine(PG_URL.format(db=name), pool_size=1, max_overflow=0)
+    pings: list[int] = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: (pings.append(1), real_ping(c))[1])
+    try:
+        with engine.connect() as conn:
+            first = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with engine.connect() as conn:  # used again at once: no ping, same backend
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() == first
+        assert pings == []
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
+            c.execute("SELECT pg_terminate_backend(%s)", (first,))
+        monkeypatch.setattr(engine_mod, "PING_IDLE_S", 0.0)  # it has now been idle "long"
+        with engine.connect() as conn:
+            second = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        assert second != first
+        assert pings == [1]
+    finally:
+        engine.dispose()
+        _drop_pg_database(name)
+
+
 def test_engine_refuses_other_databases() -> None:
     with pytest.raises(ValueError, match="database_url"):
         make_engine("mysql://localhost/x")
