@@ -76,7 +76,12 @@ class Family:
     needs_propensity: bool = False
     dim_stat: str | None = None  # stat whose last axis is the context dimension
     per_arm_contexts: str = "optional"  # "no" | "optional" | "required" ([B, N, d] contexts)
-    validate: Callable[[Mapping[str, Any]], None] | None = None
+    # Checks the resolved hyperparameters together; it may normalize values in place.
+    validate: Callable[[dict[str, Any]], None] | None = None
+    # The service passes event times as ``t``: each update row's decision time and, to select,
+    # the request time (Unix seconds; the simulator passes the round index). Families that
+    # ignore ``t`` leave this False and get zeros, which spares a transfer per call.
+    uses_time: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

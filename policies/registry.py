@@ -14,6 +14,7 @@ from .family import Family
 from .kernel import PAK_UCB, RFF_UCB
 from .linear import LIN_TS, LINUCB
 from .slate import SLATE_INSLATE_TS, SLATE_PBM_TS
+from .split import FIXED_SPLIT
 from .thompson import BETA_TS, GAUSSIAN_TS, NIG_TS
 
 _REGISTRY: dict[str, Family] = {}
@@ -34,6 +35,7 @@ for _f in (CASCADE_UCB1, CASCADE_KLUCB, CASCADE_TS, CASCADE_LINUCB, CASCADE_LINT
     register(_f)
 for _f in (SLATE_PBM_TS, SLATE_INSLATE_TS):
     register(_f)
+register(FIXED_SPLIT)
 
 
 def get(name: str) -> Family:

@@ -118,13 +118,14 @@ def apply_batch(rt: Runtime, state: State, batch: Sequence[rows.Pending]) -> Sta
     if fam.ranked:
         return _apply_ranked(rt, fam, state, batch)
     train_holdout = rt.config["reward"]["train_on_holdout"]
-    xs, arms, rewards, props = [], [], [], []
+    xs, arms, rewards, props, times = [], [], [], [], []
     for p in batch:
         fb = p.feedback
         if fb.kind == "observation":
             src_ctx, src_idx = fb.context, fb.sparse_indices
             slots, feats = fb.arm_feature_slots, fb.arm_features
             chosen, prop = fb.chosen[0], fb.propensity
+            when = fb.event_time if fb.event_time is not None else fb.committed_at
         else:
             d = p.decision
             if d is None or d.revision != rt.revision or (d.holdout and not train_holdout):
@@ -132,6 +133,8 @@ def apply_batch(rt: Runtime, state: State, batch: Sequence[rows.Pending]) -> Sta
             src_ctx, src_idx = d.context, d.sparse_indices
             slots, feats = d.arm_feature_slots, d.arm_features
             chosen, prop = d.chosen[0], d.propensity
+            when = d.created_at  # the pull's time: what time-decayed families discount by
+        times.append(0.0 if when is None else when)
         if fam.contextual:
             x = _vector(rt, src_ctx, src_idx)
             if rt.config["arm_feature_dim"]:
@@ -148,6 +151,7 @@ def apply_batch(rt: Runtime, state: State, batch: Sequence[rows.Pending]) -> Sta
         np.asarray(arms),
         np.asarray(rewards),
         propensity=np.asarray(props) if fam.needs_propensity else None,
+        t=np.asarray(times) if fam.uses_time else None,
     )
 
 

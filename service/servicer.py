@@ -542,7 +542,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
         active: np.ndarray,
     ) -> dict[int, rows.Decision]:
         cfg = rt.config
-        ranked = policies.get(cfg["family"]).ranked
+        fam = policies.get(cfg["family"])
+        ranked = fam.ranked
         k = max(1, int(cfg["slate_size"])) if ranked else 1
         hold_frac = cfg["holdout_fraction"]
         items = request.items
@@ -577,7 +578,8 @@ class Servicer(pb_grpc.BanditServiceServicer):
             if ranked:
                 out = rt.policy.select(state, x, pol_keys, eligible, epsilon=cfg["epsilon"], k=k)
             else:
-                out = rt.policy.select(state, x, pol_keys, eligible, epsilon=cfg["epsilon"])
+                when = now if fam.uses_time else None
+                out = rt.policy.select(state, x, pol_keys, eligible, epsilon=cfg["epsilon"], t=when)
             arms_out = np.asarray(out.arms).reshape(len(pol_rows), k)
             props_out = np.asarray(out.propensity, np.float64).reshape(len(pol_rows), k)
             if every:
