@@ -10,6 +10,8 @@ from .builder import build
 from .cascade import CASCADE_KLUCB, CASCADE_LINTS, CASCADE_LINUCB, CASCADE_TS, CASCADE_UCB1
 from .classic import EPSILON_GREEDY, EXP3, UCB1
 from .diag import DIAG_LINUCB
+from .drift import D_UCB, DISCOUNTED_TS, SW_UCB
+from .elimination import SEQUENTIAL_HALVING, SUCCESSIVE_ELIMINATION
 from .family import Family
 from .kernel import PAK_UCB, RFF_UCB
 from .linear import LIN_TS, LINUCB
@@ -34,6 +36,10 @@ for _f in (DIAG_LINUCB, PAK_UCB, RFF_UCB):
 for _f in (CASCADE_UCB1, CASCADE_KLUCB, CASCADE_TS, CASCADE_LINUCB, CASCADE_LINTS):
     register(_f)
 for _f in (SLATE_PBM_TS, SLATE_INSLATE_TS):
+    register(_f)
+for _f in (DISCOUNTED_TS, D_UCB, SW_UCB):
+    register(_f)
+for _f in (SUCCESSIVE_ELIMINATION, SEQUENTIAL_HALVING):
     register(_f)
 register(FIXED_SPLIT)
 

@@ -7,10 +7,12 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from banditd import policies
+from banditd.policies.elimination import identified
 from banditd.store.eventlog import EventLog
 from banditd.store.packing import unpack_f64_tuple, unpack_i32_tuple
 from banditd.store.reports import ArmSummary, RewardSums, report
@@ -22,6 +24,9 @@ from banditd.v1 import bandit_pb2 as pb
 from . import posterior
 from .posterior import BAYESIAN, NOT_CONTEXTUAL, Z95
 from .runtime import Runtime
+
+# Families that settle on one arm (GetStatsResponse.identified).
+IDENTIFYING = ("successive_elimination", "sequential_halving")
 
 EMPTY = ArmSummary()
 SEED_TAG = 0x57A75  # keeps these draws apart from any other stream seeded by experiment id
@@ -255,6 +260,9 @@ def experiment_stats(rt: Runtime, log: EventLog) -> pb.GetStatsResponse:
         )
         if regret is not None:
             resp.regret = regret
+    found = _identification(rt, state)
+    if found is not None:
+        resp.identified.CopyFrom(found)
     lift = posterior.welch_lift(
         (rep.policy.n, rep.policy.total, rep.policy.sumsq),
         (rep.holdout.n, rep.holdout.total, rep.holdout.sumsq),
@@ -272,3 +280,26 @@ def experiment_stats(rt: Runtime, log: EventLog) -> pb.GetStatsResponse:
             )
         )
     return resp
+
+
+def _identification(rt: Runtime, state: Any) -> pb.Identification | None:
+    """The arm a best-arm identification family has settled on, if it has."""
+    family = rt.config["family"]
+    if family not in IDENTIFYING:
+        return None
+    slot, confidence = identified(family, rt.policy.hyper, state)
+    arm = next((a for a in rt.arms if a.slot == slot), None)
+    if arm is None:
+        return None
+    out = pb.Identification(arm_id=arm.arm_id)
+    if family == "successive_elimination":
+        out.confidence = confidence
+        out.method = (
+            f"successive elimination: the last arm left, delta = {rt.policy.hyper['delta']:g}"
+        )
+    else:
+        out.method = (
+            f"sequential halving: the survivor of a budget of {rt.policy.hyper['budget']:g} "
+            "observations (fixed budget: no confidence bound)"
+        )
+    return out

@@ -45,6 +45,7 @@ from .linear import LinearDisjoint, LinearPerArm, linear_disjoint, linear_per_ar
 from .routing import PromptRouting, prompt_routing
 from .runner import Realization, Run, realize, round_keys, run, seed_keys, uniform
 from .slate import PositionBased, pbm
+from .switch import SwitchingBernoulli, abrupt_switch, switching_bernoulli
 
 __all__ = [
     "BernoulliArms",
@@ -60,6 +61,8 @@ __all__ = [
     "RankedEnv",
     "Realization",
     "Run",
+    "SwitchingBernoulli",
+    "abrupt_switch",
     "bernoulli",
     "cascade",
     "cluster_matching",
@@ -73,5 +76,6 @@ __all__ = [
     "round_keys",
     "run",
     "seed_keys",
+    "switching_bernoulli",
     "uniform",
 ]

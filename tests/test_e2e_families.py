@@ -89,8 +89,19 @@ CASES = [
     Case("cascade_lints", "cascade_lints", "cascade", {"arms": 32, "dim": 5}, {"mc_draws": 4096}),
     Case("slate_pbm_ts", "slate_pbm_ts", "pbm"),  # 0.08-0.14
     Case("slate_inslate_ts", "slate_inslate_ts", "pbm", {"arms": 32, "dim": 5}),  # ~0.16
-    # The A/B control: an even split never learns, so its regret is uniform random's (0.99).
+    # The A/B control: an even split never learns, so its regret is uniform random's (0.99-1.02).
     Case("fixed_split", "fixed_split", "bernoulli", ratio=(0.8, 1.25)),
+    # Best-arm identification. Halving explores within its budget, then plays its survivor
+    # (0.13). Elimination explores until one arm is left, which the close top arms of this
+    # environment (0.935, 0.913) delay past 2,000 rounds: it must only beat uniform (0.74-0.78).
+    Case("sequential_halving", "sequential_halving", "bernoulli", hyper={"budget": 500}),
+    Case("successive_elimination", "successive_elimination", "bernoulli", ratio=(0.0, 1.0)),
+    # Drift families: decay and windows run on the decisions' wall-clock times (time_unit 1 s),
+    # so over these few seconds they behave like their stationary counterparts. The UCB ones
+    # are deterministic per state, hence 5 arms as for UCB1.
+    Case("discounted_ts", "discounted_ts", "bernoulli"),
+    Case("d_ucb", "d_ucb", "bernoulli", {"arms": 5}),
+    Case("sw_ucb", "sw_ucb", "bernoulli", {"arms": 5}),
 ]
 
 

@@ -86,10 +86,18 @@ def test_batch_update_equals_one_at_a_time(name, hyper):
     assert any(np.abs(np.asarray(v)).sum() > 0 for v in batch.stats.values())
 
 
-def _merge(dx, dy, union: bool):
-    """The declared merge of two deltas: sums add; point logs (merge "union ...") concatenate."""
+# Merge rules whose deltas have the stats' layout but do not add (anchored decayed sums, rings of
+# time buckets, policies/drift.py): two deltas merge as a delta merges into stats (``combine``).
+AS_STATS = ("anchored", "ring")
+
+
+def _merge(dx, dy, union: bool, combine=None):
+    """The declared merge of two deltas: sums add; point logs (merge "union ...") concatenate;
+    AS_STATS rules go through the family's combine."""
     if union:
         return {k: np.concatenate([dx[k], dy[k]]) for k in dx}
+    if combine is not None:
+        return combine(dx, dy)
     return {k: dx[k] + dy[k] for k in dx}
 
 
@@ -117,13 +125,21 @@ def _assert_same_state(pol, a, b, ctx, union: bool, cache: bool = True):
 def test_deltas_are_additive(name, hyper):
     """Deltas merge by the family's declared rule: "sum" (DESIGN.md §4), or for point logs
     "union ..." (exact PAK-UCB): the union of two logs is their concatenation."""
-    union = families()[name]["merge"].startswith("union")
+    rule = families()[name]["merge"]
+    union = rule.startswith("union")
     pol, st0, ctx, arms, rewards, prop = _setup(name, hyper, seed=1)
+    combine = None
+    if rule.startswith(AS_STATS):
+
+        def combine(a, b):
+            out = pol.kernels.apply(pol.kernels.h, st0._replace(stats=a), b).stats
+            return {k: np.asarray(v) for k, v in out.items()}
+
     k = 9
     dx = _kernel_delta(pol, st0, _rows(ctx, slice(None, k)), arms[:k], rewards[:k], prop[:k])
     dy = _kernel_delta(pol, st0, _rows(ctx, slice(k, None)), arms[k:], rewards[k:], prop[k:])
     dxy = _kernel_delta(pol, st0, ctx, arms, rewards, prop)
-    _assert_tree_close(_merge(dx, dy, union), dxy)
+    _assert_tree_close(_merge(dx, dy, union, combine), dxy)
 
     # replicas applying the two deltas in either order reach the state of one merged update
     h = pol.kernels.h

@@ -458,7 +458,7 @@ class HoldoutLift(_message.Message):
     def __init__(self, policy_rewards: _Optional[int] = ..., policy_mean: _Optional[float] = ..., holdout_rewards: _Optional[int] = ..., holdout_mean: _Optional[float] = ..., lift: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("decisions", "feedback", "arms", "revision", "version", "applied_watermark", "holdout_decisions", "model_method", "prob_best_method", "prob_best_draws", "regret", "lift")
+    __slots__ = ("decisions", "feedback", "arms", "revision", "version", "applied_watermark", "holdout_decisions", "model_method", "prob_best_method", "prob_best_draws", "regret", "lift", "identified")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     ARMS_FIELD_NUMBER: _ClassVar[int]
@@ -471,6 +471,7 @@ class GetStatsResponse(_message.Message):
     PROB_BEST_DRAWS_FIELD_NUMBER: _ClassVar[int]
     REGRET_FIELD_NUMBER: _ClassVar[int]
     LIFT_FIELD_NUMBER: _ClassVar[int]
+    IDENTIFIED_FIELD_NUMBER: _ClassVar[int]
     decisions: int
     feedback: FeedbackCounts
     arms: _containers.RepeatedCompositeFieldContainer[ArmStats]
@@ -483,4 +484,15 @@ class GetStatsResponse(_message.Message):
     prob_best_draws: int
     regret: float
     lift: HoldoutLift
-    def __init__(self, decisions: _Optional[int] = ..., feedback: _Optional[_Union[FeedbackCounts, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., revision: _Optional[int] = ..., version: _Optional[int] = ..., applied_watermark: _Optional[int] = ..., holdout_decisions: _Optional[int] = ..., model_method: _Optional[str] = ..., prob_best_method: _Optional[str] = ..., prob_best_draws: _Optional[int] = ..., regret: _Optional[float] = ..., lift: _Optional[_Union[HoldoutLift, _Mapping]] = ...) -> None: ...
+    identified: Identification
+    def __init__(self, decisions: _Optional[int] = ..., feedback: _Optional[_Union[FeedbackCounts, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., revision: _Optional[int] = ..., version: _Optional[int] = ..., applied_watermark: _Optional[int] = ..., holdout_decisions: _Optional[int] = ..., model_method: _Optional[str] = ..., prob_best_method: _Optional[str] = ..., prob_best_draws: _Optional[int] = ..., regret: _Optional[float] = ..., lift: _Optional[_Union[HoldoutLift, _Mapping]] = ..., identified: _Optional[_Union[Identification, _Mapping]] = ...) -> None: ...
+
+class Identification(_message.Message):
+    __slots__ = ("arm_id", "confidence", "method")
+    ARM_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    arm_id: str
+    confidence: float
+    method: str
+    def __init__(self, arm_id: _Optional[str] = ..., confidence: _Optional[float] = ..., method: _Optional[str] = ...) -> None: ...
