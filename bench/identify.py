@@ -169,24 +169,18 @@ def main() -> None:
     rows = [run_se(env, args.delta, args.T, seeds)]
     print("  done successive_elimination", file=sys.stderr, flush=True)
     # Its union bound over every n makes SE's error far below delta. Calibrated: the smallest
-    # constant c (decades down from 4) whose measured error rate is still <= delta, to compare
-    # allocations at equal error.
-    best, good, bad = None, 0.0, None  # log10(c / 4) of the last good and first bad c
-    for k in range(1, 9):
-        row = run_se(env, args.delta, args.T, seeds, c=4.0 * 10.0**-k)
+    # constant c, in decades down from 4 and then delta / N itself (below it ln(c N n^2 / delta)
+    # is negative at n = 1), whose measured error rate is still <= delta: allocations compared
+    # at equal error.
+    best = None
+    floor = args.delta / means.size
+    grid = [c for c in (4.0 * 10.0**-k for k in range(1, 9)) if c > floor] + [floor]
+    for c in grid:
+        row = run_se(env, args.delta, args.T, seeds, c=c)
         print(f"  {row['method']}: error {row['error rate']:.3f}", file=sys.stderr, flush=True)
         if row["error rate"] > args.delta:
-            bad = -float(k)
             break
-        best, good = row, -float(k)
-    for _ in range(3 if bad is not None else 0):  # bisect the decade, in log space
-        mid = (good + bad) / 2
-        row = run_se(env, args.delta, args.T, seeds, c=4.0 * 10.0**mid)
-        print(f"  {row['method']}: error {row['error rate']:.3f}", file=sys.stderr, flush=True)
-        if row["error rate"] > args.delta:
-            bad = mid
-        else:
-            best, good = row, mid
+        best = row
     if best is not None:
         best["method"] += " calibrated"
         rows.append(best)

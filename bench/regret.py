@@ -39,19 +39,24 @@ class Entry:
 
     @property
     def label(self) -> str:
-        return self.family + ("(shared)" if self.hyper.get("shared") else "")
+        if self.hyper.get("shared"):
+            return self.family + "(shared)"
+        extra = ", ".join(f"{k}={v:g}" for k, v in self.hyper.items())
+        return f"{self.family}({extra})" if extra else self.family
 
 
 @dataclass(frozen=True)
 class Suite:
     name: str
-    env: Callable[[], Any]
+    env: Callable[..., Any]
     entries: list[Entry]
+    timed: bool = False  # env takes T (breakpoints at fractions of the run)
 
 
 MW_TS = ("ThompsonSampling", {})
 MW_UCB1 = ("UCB1", {"alpha": 1.0})
 MW_EG = ("EpsilonGreedy", {"epsilon": 0.1})
+MW_RANDOM = ("Random", {})
 MW_LINUCB = ("LinUCB", {"alpha": 1.0, "l2_lambda": 1.0})
 MW_LINTS = ("LinTS", {"alpha": 1.0, "l2_lambda": 1.0})
 
@@ -61,7 +66,34 @@ SUITES = [
         Entry("ucb1", mabwiser=MW_UCB1),
         Entry("epsilon_greedy", mabwiser=MW_EG),
         Entry("exp3", horizon_is_T=True),
+        Entry("fixed_split", mabwiser=MW_RANDOM),  # the A/B control: an even split
+        Entry("sequential_halving"),  # budget 1000, then its survivor
+        Entry("successive_elimination"),  # pure exploration until one arm is left
+        Entry("discounted_ts"),  # drift families on a stationary problem: what forgetting costs
+        Entry("d_ucb"),
+        Entry("sw_ucb"),
     ]),
+    # The best arm changes at T/2 to the former worst (algorithms.md §8.4-8.5); MABWiser has no
+    # discounted or windowed policy, so its stationary counterparts run alongside.
+    Suite("abrupt_switch(5)", lambda T: sim.abrupt_switch(
+        [0.9, 0.2, 0.2, 0.2, 0.1], [0.2, 0.2, 0.2, 0.2, 0.6], T // 2), [
+        Entry("beta_ts", mabwiser=MW_TS),
+        Entry("discounted_ts"),
+        Entry("discounted_ts", {"gamma": 0.99}),
+        Entry("ucb1", mabwiser=MW_UCB1),
+        Entry("d_ucb"),
+        Entry("sw_ucb"),
+    ], timed=True),
+    # The best arm moves every T/4.
+    Suite("rotating(5)", lambda T: sim.switching_bernoulli(
+        [[0.9, 0.3, 0.3, 0.3, 0.3], [0.3, 0.3, 0.9, 0.3, 0.3], [0.3, 0.3, 0.3, 0.3, 0.9],
+         [0.3, 0.9, 0.3, 0.3, 0.3]], [T // 4, T // 2, 3 * T // 4]), [
+        Entry("beta_ts", mabwiser=MW_TS),
+        Entry("discounted_ts"),
+        Entry("ucb1", mabwiser=MW_UCB1),
+        Entry("d_ucb"),
+        Entry("sw_ucb"),
+    ], timed=True),
     Suite("gaussian10", lambda: sim.gaussian(10, seed=0), [
         Entry("gaussian_ts"),
         Entry("nig_ts"),
@@ -125,7 +157,15 @@ def main() -> None:
     ap.add_argument("--mw-seeds", type=int, default=3, help="seeds for MABWiser (numpy, slow)")
     ap.add_argument("--no-mabwiser", action="store_true")
     ap.add_argument("--out", default="bench/out")
+    ap.add_argument("--suites", help="comma-separated suite names (default: all)")
     args = ap.parse_args()
+    suites = SUITES
+    if args.suites:
+        want = args.suites.split(",")
+        unknown = sorted(set(want) - {s.name for s in SUITES})
+        if unknown:
+            ap.error(f"--suites: unknown {unknown} (known: {[s.name for s in SUITES]})")
+        suites = [s for s in SUITES if s.name in want]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -140,8 +180,8 @@ def main() -> None:
     )
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[tuple[str, str, np.ndarray]]] = {}
-    for suite in SUITES:
-        env = suite.env()
+    for suite in suites:
+        env = suite.env(args.T) if suite.timed else suite.env()
         n_seeds = args.seeds
         seeds = range(n_seeds)
         base = sim.uniform(env, args.T, seeds)
