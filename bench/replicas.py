@@ -22,8 +22,9 @@ Measurements (this process is the load generator):
    sent then without waiting for earlier answers (``stub.future``); latency = completion time -
    scheduled time, so a stalled server cannot hide queueing. The same total rate goes to each
    setup: all of it to the embedded server, half to A and half to B (alternating). Every
-   decision is rewarded by a second thread per server, on the server that made it, as soon as
-   the Select returns (one Update per call carrying every reward queued meanwhile, <= 100). The
+   decision (``--reward-fraction``: that share of them, at random; 0 = Selects alone) is
+   rewarded by a second thread per server, on the server that made it, as soon as the Select
+   returns (one Update per call carrying every reward queued meanwhile, <= 100). The
    time is split in ``--rounds`` rounds alternating embedded / production, so slow drift of the
    machine's load hits both alike. Production Selects are also classed by the role their replica
    had when each was sent (learner or follower: the lease holder, polled every 20 ms).
@@ -347,6 +348,7 @@ def select_with_rewards(
     timeout: float,
     backlog_s: float = 2.0,
     watch: LeaseWatch | None = None,
+    reward_fraction: float = 1.0,
 ) -> None:
     """Open-loop Selects over ``servers`` (round robin) at ``rate``, each decision rewarded on
     the server that made it by that server's rewarder thread. Appends to ``row`` (with
@@ -374,7 +376,8 @@ def select_with_rewards(
             if fut.code() is OK:
                 ok[i] = True
                 d = fut.result().decisions[0]
-                queues[who[i]].put((d.event_id, _reward_for(d.arm_ids[0])))
+                if reward_fraction >= 1.0 or random.random() < reward_fraction:
+                    queues[who[i]].put((d.event_id, _reward_for(d.arm_ids[0])))
             else:
                 with lock:
                     row.errors[f"Select {fut.code().name}"] += 1
@@ -672,6 +675,12 @@ def main() -> None:
     ap.add_argument("--fresh-samples", type=int, default=200, help="freshness samples per row")
     ap.add_argument("--poll-ms", type=float, default=5.0, help="freshness poll interval")
     ap.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds")
+    ap.add_argument(
+        "--reward-fraction",
+        type=float,
+        default=1.0,
+        help="share of the latency rows' decisions rewarded (0: Selects alone)",
+    )
     ap.add_argument("--no-pin", action="store_true", help="let the OS place every process")
     ap.add_argument(
         "--core-per-replica",
@@ -812,12 +821,22 @@ def run(args: argparse.Namespace) -> None:
                 )
                 row = rows[setup]
                 f0 = takeovers(prefix)
+                frac = args.reward_fraction
                 if setup == "embedded":
-                    select_with_rewards(row, group, args.rate, secs, meter, args.timeout)
+                    select_with_rewards(
+                        row, group, args.rate, secs, meter, args.timeout, reward_fraction=frac
+                    )
                 else:
                     with LeaseWatch(prefix, [a, b]) as watch:
                         select_with_rewards(
-                            row, group, args.rate, secs, meter, args.timeout, watch=watch
+                            row,
+                            group,
+                            args.rate,
+                            secs,
+                            meter,
+                            args.timeout,
+                            watch=watch,
+                            reward_fraction=frac,
                         )
                 row.takeovers += takeovers(prefix) - f0
                 p = {k: np.percentile(v[-1], [50, 99]) for k, v in row.lat_ms.items()}
@@ -942,6 +961,14 @@ def run(args: argparse.Namespace) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         signal.signal(signal.SIGTERM, prev_term)
         log(f"cleaned up (database {db} dropped, Redis keys of {prefix} deleted)")
+
+
+def _rewarded(fraction: float) -> str:
+    if fraction >= 1.0:
+        return "each decision rewarded"
+    if fraction <= 0.0:
+        return "no decision rewarded (Selects alone)"
+    return f"a random {fraction:.0%} of the decisions rewarded"
 
 
 def _lease_lines(path: pathlib.Path) -> list[str]:
@@ -1077,8 +1104,9 @@ def report(
             "load": f"Select rows: open loop at {args.rate:g} Selects/s per setup (production: "
             f"alternating A/B, {args.rate / 2:g}/s each), latency from the scheduled send "
             f"time, {args.seconds:g} s per setup in {args.rounds} round(s) alternating "
-            f"embedded/production; each decision rewarded at once on the server that made it "
-            f"(one Update per call with all rewards queued, <= {UPDATE_MAX}). Throughput: "
+            f"embedded/production; {_rewarded(args.reward_fraction)} at once on the server "
+            f"that made it (one Update per call with all rewards queued, <= {UPDATE_MAX}). "
+            f"Throughput: "
             f"{args.threads} closed-loop threads (production: {args.threads // 2} per replica), "
             f"{args.tput_seconds:g} s per row. Freshness: {args.fresh_samples} samples per "
             f"row (the learner's own replica: half), Select polled every {args.poll_ms:g} ms after "
@@ -1096,7 +1124,8 @@ def report(
         },
     )
 
-    print("## 1. Select latency under Update load (ms, from the scheduled send time; open loop)")
+    load = "under Update load" if args.reward_fraction > 0 else "alone (no rewards)"
+    print(f"## 1. Select latency {load} (ms, from the scheduled send time; open loop)")
     lrows = []
     for name, setup in (("embedded", "embedded"), ("A", "production"), ("B", "production")):
         r = rows[setup]
