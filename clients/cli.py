@@ -224,6 +224,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    decision_buffer: Annotated[
+        int | None,
+        typer.Option(
+            help="Decisions held while the database is unavailable; past this, Select answers "
+            "UNAVAILABLE (default 100000).",
+            show_default=False,
+        ),
+    ] = None,
     learner_batch: Annotated[
         int | None, typer.Option(help="Feedback rows per learner apply.", show_default=False)
     ] = None,
@@ -272,6 +280,7 @@ def serve(
         max_items=max_items,
         writer_flush_ms=writer_flush_ms,
         decision_flush_ms=decision_flush_ms,
+        decision_buffer=decision_buffer,
         learner_linger_ms=learner_linger_ms,
         learner_batch=learner_batch,
         checkpoint_every=checkpoint_every,

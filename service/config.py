@@ -33,6 +33,10 @@ class ServerConfig:
     # Decision writer: Select answers before its decision is committed, so a longer wait costs
     # no latency and makes fewer, larger commits (an Update for a queued decision flushes it).
     decision_flush_ms: float = 10.0
+    # Decisions held while the database is unavailable (Select goes on answering from the last
+    # state and its decisions are written when the database returns); past this many, Select
+    # answers UNAVAILABLE rather than make decisions that are not logged.
+    decision_buffer: int = 100_000
     learner_batch: int = 4096  # feedback rows per learner apply
     # Least time between two learner passes over one experiment: rewards that arrive meanwhile
     # share one apply (one state version, one commit, one propensity table) instead of costing
@@ -79,6 +83,10 @@ class ServerConfig:
 
 def redacted(url: str) -> str:
     """``url`` with its password hidden, for logs and output."""
+    if url.startswith(("redis", "rediss", "unix")):
+        from banditd.store.redis_client import redact_url
+
+        return redact_url(url)  # SQLAlchemy cannot parse a cluster URL's host list
     try:
         from sqlalchemy.engine import make_url
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from banditd.policies import State
 from banditd.store import serialize
-from banditd.store.errors import StaleFence, StoreError
+from banditd.store.errors import Conflict, StaleFence, StoreError
 from banditd.store.lease import RedisLease
 from banditd.store.state_redis import RedisStateStore
 
@@ -65,9 +65,11 @@ class Replicas:
         self._led: dict[int, int] = {}  # experiment -> the lease fence we took it with
         self._published: dict[int, float] = {}  # experiment -> monotonic time of last put
         self._dirty: set[int] = set()
-        self._sent: dict[int, tuple[Any, dict[str, np.ndarray]]] = {}  # last published arms
+        # last published arms, per experiment: (layout, host arrays, version)
+        self._sent: dict[int, tuple[Any, dict[str, np.ndarray], int]] = {}
         self._held: dict[int, _Held] = {}  # followers: the arms fetched so far
         self._stop = threading.Event()
+        self._quiet_until = 0.0  # the follower's outage warnings are quiet until then
         self._thread = threading.Thread(target=self._follow, name="replica-follow", daemon=True)
 
     # --- learning side (called from the learner thread) --------------------------------------
@@ -129,7 +131,7 @@ class Replicas:
         self._published[exp] = now
         with rt.lock:
             state, wm = rt.state, rt.watermark
-        header, parts, reset = self._split(rt, state, wm)
+        header, parts, base = self._split(rt, state, wm)
         try:
             self.store.put_parts(
                 exp,
@@ -137,19 +139,27 @@ class Replicas:
                 header,
                 parts,
                 fence=self.registry.fences[exp],
-                reset=reset,
+                reset=base is None,
+                base=base,
             )
         except StaleFence as e:
             self.lost(rt, e)
+        except Conflict as e:  # Redis lost our last publication: every arm again, at once
+            log.warning("publishing %s: %s; publishing every arm", rt.key, e)
+            self._sent.pop(exp, None)
+            self._dirty.add(exp)
+            self._published.pop(exp, None)
         except StoreError as e:  # Redis down: Selects elsewhere go stale, nothing is lost
             self._dirty.add(exp)
             self._sent.pop(exp, None)  # unsure what landed: publish every arm next time
             log.warning("publishing %s: %s", rt.key, e)
 
-    def _split(self, rt: Runtime, state: State, wm: int) -> tuple[bytes, dict[int, bytes], bool]:
-        """The header (watermark, layout, everything not per arm) and the blobs of the arms whose
-        statistics changed since the last publication (all of them after a takeover or a new
-        layout, with ``reset``)."""
+    def _split(
+        self, rt: Runtime, state: State, wm: int
+    ) -> tuple[bytes, dict[int, bytes], int | None]:
+        """The header (watermark, layout, everything not per arm), the blobs of the arms whose
+        statistics changed since the last publication, and that publication's version (None:
+        every arm, after a takeover, a new layout or a lost publication)."""
         cap = rt.capacity
         per_arm = sorted(
             k for k, v in state.stats.items() if np.ndim(v) >= 1 and np.shape(v)[0] == cap
@@ -158,6 +168,7 @@ class Replicas:
         layout = [[k, host[k].dtype.str, list(host[k].shape[1:])] for k in per_arm]
         prev = self._sent.get(rt.exp.id)
         reset = prev is None or prev[0] != (cap, layout)
+        base = None if reset or prev is None else prev[2]
         if reset:
             changed = np.ones(cap, bool)
         else:
@@ -166,7 +177,11 @@ class Replicas:
             for k in per_arm:
                 diff = host[k] != prev[1][k]
                 changed |= diff.reshape(cap, -1).any(axis=1) if diff.ndim > 1 else diff
-        self._sent[rt.exp.id] = ((cap, layout), {k: host[k].copy() for k in per_arm})
+        self._sent[rt.exp.id] = (
+            (cap, layout),
+            {k: host[k].copy() for k in per_arm},
+            int(state.meta.version),
+        )
         parts = {
             int(slot): b"".join(np.ascontiguousarray(host[k][slot]).tobytes() for k in per_arm)
             for slot in np.flatnonzero(changed)
@@ -187,7 +202,7 @@ class Replicas:
                 capacity=cap,
             )
         )
-        return header, parts, reset
+        return header, parts, base
 
     def learning(self) -> set[int]:
         return set(self._led)
@@ -216,7 +231,14 @@ class Replicas:
                         self.sync_experiment(rt)
                     if rt.exp.id not in self._led:
                         self.refresh(rt)
-                except Exception:  # noqa: BLE001 - Redis down or a bad blob: keep serving
+                except StoreError as e:  # Redis or PostgreSQL down: keep serving what we hold
+                    now = time.monotonic()
+                    if now - self._quiet_until > 0:
+                        self._quiet_until = now + 10.0  # one line per outage-ish, not per second
+                        log.warning("refreshing %s: %s (serving the last state)", rt.key, e)
+                    self._stop.wait(1.0)
+                    break
+                except Exception:  # noqa: BLE001 - a bad blob: keep serving
                     log.warning("refreshing %s failed", rt.key, exc_info=True)
                     self._stop.wait(1.0)
 

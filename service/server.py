@@ -24,6 +24,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import grpc  # noqa: E402
 from banditd.store import migrate  # noqa: E402
+from banditd.store.errors import StoreError, Unavailable  # noqa: E402
 from banditd.store.lease import RedisLease  # noqa: E402
 from banditd.store.rows import Decision, Feedback  # noqa: E402
 from banditd.store.signal import FeedbackSignal  # noqa: E402
@@ -45,6 +46,25 @@ from .servicer import Servicer  # noqa: E402
 from .writer import GroupCommitter  # noqa: E402
 
 log = logging.getLogger("banditd.server")
+
+
+def hint(notify: Callable[[int], None], quiet_s: float = 10.0) -> Callable[[int], None]:
+    """``notify`` for after a commit: the signal is only a hint (the learner also sweeps the
+    log every second), so a Redis outage must not turn a committed Update into an error. One
+    warning per ``quiet_s`` while it lasts."""
+    last = [0.0]
+
+    def safe(experiment_id: int) -> None:
+        try:
+            notify(experiment_id)
+        except StoreError as e:
+            now = time.monotonic()
+            if now - last[0] > quiet_s:
+                last[0] = now
+                log.warning("learner signal not sent (the learner's sweep picks it up): %s", e)
+
+    return safe
+
 
 # The test suite turns this off: background compiles of every experiment shape would compete
 # with the tests for the CI machine's two cores.
@@ -86,6 +106,8 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
     ``clock`` is the server's notion of time (decision times, wait windows, commit times):
     tests pass a fake one so windows need no real sleeps."""
     config = config.resolved()
+    if config.decision_buffer < 1:
+        raise SystemExit(f"--decision-buffer: must be >= 1, got {config.decision_buffer}")
     pathlib.Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     _jax_setup(config)
     if not migrate.is_current(config.database_url):
@@ -130,14 +152,20 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
         skipped = event_log.insert_decisions(rows)
         return [(r.experiment_id, r.event_id) in skipped for r in rows]
 
+    # Rides out a database outage: Selects go on while their decisions wait (up to the bound),
+    # written when the database returns. The feedback writer fails fast: Update waits for it.
     decisions: GroupCommitter[Decision, bool] = GroupCommitter(
-        "decision-writer", commit_decisions, max_wait_s=config.decision_flush_ms / 1000
+        "decision-writer",
+        commit_decisions,
+        max_wait_s=config.decision_flush_ms / 1000,
+        retry_on=(Unavailable,),
+        max_buffered_rows=config.decision_buffer,
     )
     feedback: GroupCommitter[Feedback, Any] = GroupCommitter(
         "feedback-writer", event_log.insert_feedback, max_wait_s=config.writer_flush_ms / 1000
     )
     servicer = Servicer(
-        config, registry, learner, decisions, feedback, sig.notify, clock=clock, orphans=crash
+        config, registry, learner, decisions, feedback, hint(sig.notify), clock=clock, orphans=crash
     )
     servicer.shared_log = replicas is not None
     if config.precompile and PRECOMPILE:
@@ -178,7 +206,10 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
         if servicer.precompiler is not None:
             servicer.precompiler.stop()
         learner.stop()
-        decisions.close()
+        # Decisions still buffered with the database down past the writer's grace are lost:
+        # the crash marker stays, so the next start opens a crash window over them and their
+        # rewards are acknowledged as orphans instead of NOT_FOUND.
+        lost = decisions.close()
         feedback.close()
         # Apply what was acknowledged but not yet learned, so a clean stop leaves no backlog
         # (in production, of the experiments this replica learns; the others' learners go on).
@@ -193,13 +224,22 @@ def start(config: ServerConfig, *, clock: Callable[[], float] = time.time) -> Ru
                 if replicas is not None:
                     replicas.applied(rt)
                     replicas.publish_due(rt)
+            except Unavailable as e:  # the feedback stays pending: the next start applies it
+                log.warning("final apply of %s skipped: %s", rt.key, e)
             except Exception:  # noqa: BLE001 - recovery replays it at the next start
                 log.exception("final apply of %s failed", rt.key)
         if replicas is not None:
             replicas.stop()
         sig.close()
         event_log.close()
-        crash.stopped()
+        if lost:
+            log.error(
+                "%d decisions were not logged (the database was unavailable): the next start "
+                "treats this stop as a crash, so rewards for them are acknowledged as orphans",
+                lost,
+            )
+        else:
+            crash.stopped()
 
     return Running(server, port, servicer, learner, hs, [close_all])
 

@@ -14,10 +14,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+import sqlalchemy as sa
 from banditd import policies
 from banditd.clients.ids import new_event_id
 from banditd.policies.family import Family
@@ -30,14 +32,14 @@ from google.protobuf import struct_pb2
 
 from . import spec
 from .config import ServerConfig
-from .errors import ServiceError, invalid, not_found, precondition
+from .errors import ServiceError, invalid, not_found, precondition, unavailable
 from .learner import Learner
 from .orphans import SKEW_S, CrashWindows, uuid7_time
 from .precompile import Precompiler
 from .registry import Registry, compile_policy, fresh_state, sync_arms
 from .runtime import Runtime, unit_hash
 from .stats import experiment_stats
-from .writer import GroupCommitter
+from .writer import BufferFull, GroupCommitter
 
 log = logging.getLogger("banditd.service")
 # Production: how long an Update waits for a decision another replica made this recently.
@@ -47,6 +49,9 @@ RECENT_S = 120.0  # how long this process remembers its own decisions for replay
 RECENT_MAX = 500_000
 MAX_CLIENT_SEQUENCE = 2**63 - 1
 R = TypeVar("R")
+# Connection failures raised by SQLAlchemy itself, for the few reads that go to the engine
+# directly (the store's own calls turn them into ``Unavailable``).
+DB_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)
 
 STATUS = {"active": pb.EXPERIMENT_STATUS_ACTIVE, "paused": pb.EXPERIMENT_STATUS_PAUSED}
 KIND = {
@@ -71,6 +76,11 @@ def handler(fn: Callable[..., R]) -> Callable[..., R]:
             context.abort(e.code, e.message)
         except store_errors.Unavailable as e:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"database: {e}")
+        except DB_DOWN as e:  # a read straight on the engine (stats reports), not via the store
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"database: database unavailable: {getattr(e, 'orig', None) or e}",
+            )
         except Exception:  # noqa: BLE001 - the one place an unexpected error becomes INTERNAL
             log.exception("%s failed", fn.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error (logged by the server)")
@@ -634,22 +644,36 @@ class Servicer(pb_grpc.BanditServiceServicer):
             )
             decided[i] = d
         batch: list[rows.Decision] = []
+        fut: Future[list[bool]] | None = None
         with self._inflight_lock:
             for i, d in decided.items():
                 prev = self._inflight.get((d.experiment_id, d.event_id))
                 if prev is not None:  # a concurrent Select of the same id won: answer with it
                     decided[i] = prev  # and neither write nor later un-register it
                 else:
+                    batch.append(d)
+            if batch:
+                # Submitted before anyone can see them: a full buffer (the database is down)
+                # refuses the decisions before any other Select could answer with one of them.
+                try:
+                    fut = self.decisions.submit(batch)
+                except BufferFull as e:
+                    why = "unavailable" if e.cause is not None else "too slow"
+                    raise unavailable(
+                        "database",
+                        f"the decision buffer is full: {e.buffered} decisions wait for the "
+                        f"event log (limit {e.limit}, --decision-buffer), which is {why}; "
+                        "Select makes no decision it cannot log, retry later",
+                    ) from None
+                for d in batch:
                     self._inflight[(d.experiment_id, d.event_id)] = d
                     self._recent[(d.experiment_id, d.event_id)] = (now, _compact(d))
-                    batch.append(d)
             horizon = now - RECENT_S
             while self._recent and (
                 len(self._recent) > RECENT_MAX or next(iter(self._recent.values()))[0] < horizon
             ):
                 self._recent.popitem(last=False)
-        if batch:
-            fut = self.decisions.submit(batch)
+        if fut is not None:
 
             def landed(_: Any) -> None:
                 self._landed(batch)
@@ -713,7 +737,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
                 if not math.isfinite(val):
                     raise invalid(f"{f}.metrics[{key!r}]", "must be finite")
             ids.append(r.event_id)
-        decisions = self._await_decisions(rt, ids)
+        decisions = self._await_decisions(rt, ids, f"{prefix}rewards[{{}}].event_id")
         out: list[rows.Feedback] = []
         for i, r in enumerate(request.rewards):
             d = decisions.get(r.event_id)
@@ -812,14 +836,30 @@ class Servicer(pb_grpc.BanditServiceServicer):
             spec.check_reward(f"{f}.rewards[{j}]", v, kind)
         return slots
 
-    def _await_decisions(self, rt: Runtime, ids: list[str]) -> dict[str, rows.Decision]:
-        """The logged decisions of ``ids``; one still in the writer's queue waits one flush."""
+    def _await_decisions(
+        self, rt: Runtime, ids: list[str], field: str = "rewards[{}].event_id"
+    ) -> dict[str, rows.Decision]:
+        """The logged decisions of ``ids``; one still in the writer's queue waits one flush.
+        One still not logged after it (the database is down) is UNAVAILABLE, named by
+        ``field`` formatted with its index."""
         if not ids:
             return {}
         with self._inflight_lock:
             queued = any((rt.exp.id, e) in self._inflight for e in ids)
         if queued:
             self.decisions.flush(timeout=10)
+            with self._inflight_lock:
+                held = [e for e in ids if (rt.exp.id, e) in self._inflight]
+            if held:
+                # Still in the writer's buffer: the database is down (the flush does not wait
+                # for it then) or slow. Not NOT_FOUND: the decision exists, it is not logged yet.
+                down = self.decisions.unavailable
+                why = "the event log is unavailable" if down is not None else "the flush timed out"
+                raise unavailable(
+                    field.format(ids.index(held[0])),
+                    f"decision {held[0]!r} is not logged yet ({why}; "
+                    f"{self.decisions.buffered_rows} decisions buffered); retry later",
+                )
         want = list(dict.fromkeys(ids))
         found = self.log.get_decisions(rt.exp.id, want)
         if self.shared_log and len(found) < len(want):
@@ -901,6 +941,9 @@ class Servicer(pb_grpc.BanditServiceServicer):
                         e.message = f"message {i}: {e.message}"
                         work.put(e)
                         return
+                    except store_errors.Unavailable as e:
+                        work.put(unavailable("database", f"message {i}: {e}"))
+                        return
             except Exception as e:  # noqa: BLE001 - cancelled stream or a bug: end the stream
                 work.put(e)
             finally:
@@ -940,7 +983,7 @@ class Servicer(pb_grpc.BanditServiceServicer):
             raise invalid(
                 "event_ids", f"{len(ids)} ids is above the limit of {self.config.max_items}"
             )
-        found = self._await_decisions(rt, ids)
+        found = self._await_decisions(rt, ids, "event_ids[{}]")
         for i, e in enumerate(ids):
             if e not in found:
                 raise not_found(f"event_ids[{i}]", f"no decision {e!r} in {rt.key}")

@@ -24,6 +24,7 @@ BUSY_TIMEOUT_MS = 10_000
 # checkout (pool_pre_ping) cost a round trip per transaction: ~20% of a replica's decision
 # writer time under load (py-spy). A connection in steady use proves itself alive by use.
 PING_IDLE_S = 1.0
+PG_CONNECT_TIMEOUT_S = 5
 
 # Execution option read by the "begin" listener: "IMMEDIATE" for write transactions.
 SQLITE_BEGIN = "sqlite_begin"
@@ -60,6 +61,10 @@ def make_engine(url: str | sa.URL, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **
         _sqlite_setup(engine, busy_timeout_ms)
         engine.update_execution_options(**{SQLITE_READY: True})
         return engine
+    # Without it an unreachable (not refusing) server hangs a commit for the OS's TCP timeout;
+    # with it the caller gets Unavailable. A connect_timeout in the URL wins.
+    if "connect_timeout" not in u.query:
+        kw.setdefault("connect_args", {}).setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
     engine = sa.create_engine(u, **kw)
     _ping_when_idle(engine)
     return engine

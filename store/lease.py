@@ -30,14 +30,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from .errors import Unavailable
+from .redis_client import UNAVAILABLE_ERRORS, Client, client_from_url
 from .state_redis import keys_for
 
-_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+_CONNECTION_ERRORS = UNAVAILABLE_ERRORS
 
 # KEYS: lease, fence counter. ARGV: holder, ttl in ms. Returns the fence, or nil when another
 # live holder has the lease.
@@ -103,7 +103,7 @@ class RedisLease:
     out — and the fence refuses its writes if it does not.
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "banditd") -> None:
+    def __init__(self, client: Client, *, prefix: str = "banditd") -> None:
         self._client = client
         self._owns_client = False
         self.prefix = prefix
@@ -115,8 +115,9 @@ class RedisLease:
     def from_url(
         cls, url: str, *, prefix: str = "banditd", socket_timeout: float = 2.0
     ) -> RedisLease:
-        """Connect to ``url`` (``redis://host:port/db``); ``close`` also closes this client."""
-        client = redis.Redis.from_url(
+        """Connect to ``url`` (``redis://host:port/db``, or a cluster: ``redis_client``);
+        ``close`` also closes this client."""
+        client = client_from_url(
             url,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,

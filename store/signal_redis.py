@@ -18,7 +18,9 @@ warning, reconnects with exponential backoff, and logs once more when it is back
 published meanwhile are lost, which delays learning by at most the learner's poll interval.
 
 The channel is not a key, so it carries no hash tag; under Redis Cluster plain ``PUBLISH``
-reaches the subscribers on every node.
+(sent to any node) reaches the subscribers on every node, and the listener subscribes on the
+node that owns the channel name's slot (``RedisCluster.pubsub``). If that node goes away, its
+connection closes and the listener reconnects as above, to whichever node owns the slot then.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from .errors import Unavailable
+from .redis_client import UNAVAILABLE_ERRORS, Client, client_from_url
 from .signal import FeedbackSignal
 from .signal_local import LocalSignal
 
@@ -43,13 +46,13 @@ log = logging.getLogger("banditd.signal")
 _POLL_S = 0.2  # how often the listener looks at its stop flag while idle
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
-_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+_CONNECTION_ERRORS = UNAVAILABLE_ERRORS
 
 
-def _client_from_url(url: str, *, socket_timeout: float) -> redis.Redis:
+def _client_from_url(url: str, *, socket_timeout: float) -> Client:
     """A client that fails fast: bounded connect/read timeouts and one quick retry, so a call
     against a dead server raises within about two socket timeouts instead of hanging."""
-    return redis.Redis.from_url(
+    return client_from_url(
         url,
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_timeout,
@@ -68,7 +71,7 @@ class RedisSignal(FeedbackSignal):
     """
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str = "banditd", ready_timeout: float = 2.0
+        self, client: Client, *, prefix: str = "banditd", ready_timeout: float = 2.0
     ) -> None:
         self._client = client
         self._owns_client = False
@@ -94,7 +97,8 @@ class RedisSignal(FeedbackSignal):
         socket_timeout: float = 2.0,
         ready_timeout: float = 2.0,
     ) -> RedisSignal:
-        """Connect to ``url`` (``redis://host:port/db``); ``close`` also closes this client."""
+        """Connect to ``url`` (``redis://host:port/db``, or a cluster: ``redis_client``);
+        ``close`` also closes this client."""
         sig = cls(
             _client_from_url(url, socket_timeout=socket_timeout),
             prefix=prefix,

@@ -14,6 +14,9 @@ share a slot, and one script may touch them all:
 
 ``put`` is one Lua script: check the fence, check the version, write, with no other command
 in between, so racing publishers across processes cannot interleave a compare and a write.
+
+The client may be one server's or a cluster's (``redis_client.client_from_url``): each command
+and script names keys of one experiment only, hence of one slot.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
-import redis
-
-from .errors import StaleFence, Unavailable
+from .errors import Conflict, StaleFence, Unavailable
+from .redis_client import UNAVAILABLE_ERRORS, Client, client_from_url
 from .state import Snapshot, StateStore
 
 # For clients this module makes; redis-py lets options in the URL override these.
@@ -35,8 +37,9 @@ _EXACT = 2**53
 
 # Check the fence (recording it), check the version, write the value (a whole state or a parts
 # header), then each given slot's blob and version. ARGV: version, value, fence, reset ("1":
-# forget every earlier part), then slot, blob pairs. Returns {1} written, {0} not newer (fence
-# still recorded), {-1, seen} stale fence.
+# forget every earlier part), base (a partial publication continues this published version;
+# '' = none), then slot, blob pairs. Returns {1} written, {0} not newer (fence still recorded),
+# {-1, seen} stale fence, {-2, current} the base is not what is published (Redis lost it).
 _PUT_PARTS = """
 local fence = ARGV[3]
 if fence ~= '' then
@@ -50,6 +53,9 @@ local current = redis.call('HGET', KEYS[1], 'version')
 if current and tonumber(ARGV[1]) <= tonumber(current) then
   return {0}
 end
+if ARGV[5] ~= '' and (not current or tonumber(current) ~= tonumber(ARGV[5])) then
+  return {-2, current or ''}
+end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'value', ARGV[2])
 if fence ~= '' then
   redis.call('HSET', KEYS[1], 'fence', fence)
@@ -59,7 +65,7 @@ end
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[3], KEYS[4])
 end
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[1])
 end
@@ -123,12 +129,12 @@ def keys_for(prefix: str, experiment_id: int) -> ExperimentKeys:
 def _available() -> Iterator[None]:
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+    except UNAVAILABLE_ERRORS as e:  # also a cluster that cannot serve the slot now
         raise Unavailable(str(e)) from e
 
 
 class RedisStateStore(StateStore[bytes]):
-    def __init__(self, client: redis.Redis, *, prefix: str = "banditd") -> None:
+    def __init__(self, client: Client, *, prefix: str = "banditd") -> None:
         if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("the Redis client must not decode responses: values are bytes")
         keys_for(prefix, 0)  # refuse a bad prefix now, not on the first call
@@ -139,9 +145,10 @@ class RedisStateStore(StateStore[bytes]):
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "banditd") -> RedisStateStore:
-        """Timeouts default to 5 s (connect 2 s) so a hung Redis cannot hang a caller; options in
-        the URL (``?socket_timeout=...``) win."""
-        return cls(redis.Redis.from_url(url, **CLIENT_DEFAULTS), prefix=prefix)
+        """``url``: one server or a cluster (``redis_client``). Timeouts default to 5 s (connect
+        2 s) so a hung Redis cannot hang a caller; options in the URL (``?socket_timeout=...``)
+        win."""
+        return cls(client_from_url(url, **CLIENT_DEFAULTS), prefix=prefix)
 
     def get(self, experiment_id: int) -> Snapshot[bytes] | None:
         key = keys_for(self._prefix, experiment_id).state
@@ -179,11 +186,16 @@ class RedisStateStore(StateStore[bytes]):
         *,
         fence: int | None = None,
         reset: bool = False,
+        base: int | None = None,
     ) -> bool:
         """Publish ``version`` as ``header`` plus the blobs of the arms in ``parts`` (slots not
         given keep their blob and part version); ``reset`` drops every earlier part first (a
-        new layout, e.g. a grown capacity). Same version and fence rules as ``put``."""
-        for n in (version, fence):
+        new layout, e.g. a grown capacity). Same version and fence rules as ``put``.
+
+        ``base``: the publication these parts continue. If Redis no longer holds it (a restart
+        or FLUSHALL lost it, or another publisher moved on), the other arms' blobs may be gone
+        too, so nothing is written and ``Conflict`` says to publish every arm."""
+        for n in (version, fence, base):
             if n is not None and not -_EXACT <= n <= _EXACT:
                 raise ValueError(f"version and fence must be within ±2**53, got {n}")
         keys = keys_for(self._prefix, experiment_id)
@@ -192,6 +204,7 @@ class RedisStateStore(StateStore[bytes]):
             bytes(header),
             "" if fence is None else int(fence),
             "1" if reset else "0",
+            "" if base is None else int(base),
         ]
         for slot, blob in parts.items():
             args += [int(slot), bytes(blob)]
@@ -201,6 +214,9 @@ class RedisStateStore(StateStore[bytes]):
             )
         if reply[0] == -1:
             raise StaleFence(f"fence: {fence} is older than {int(reply[1])}")
+        if reply[0] == -2:
+            now = reply[1].decode() if reply[1] else "nothing"
+            raise Conflict(f"base: version {base} is not published (Redis holds {now})")
         return bool(reply[0] == 1)
 
     def get_parts(self, experiment_id: int, have: dict[int, int] | None = None) -> Parts | None:

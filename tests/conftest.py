@@ -20,3 +20,19 @@ jax.config.update("jax_enable_x64", True)
 import banditd.service.server as _server  # noqa: E402
 
 _server.PRECOMPILE = False
+
+
+import gc  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop every compiled program at the end of each test module. One pytest process compiles
+    thousands of them (every family at many shapes); keeping them all made XLA's CPU compiler
+    segfault in a late module on a cold cache (CI, 2026-12-06: test_sim.py, ~670 tests in).
+    Later modules reload what they need from the persistent cache."""
+    yield
+    jax.clear_caches()
+    gc.collect()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import redis
 from banditd.store import serialize
-from banditd.store.errors import StaleFence, Unavailable
+from banditd.store.errors import Conflict, StaleFence, Unavailable
 from banditd.store.state import StateStore
 from banditd.store.state_memory import MemoryStateStore
 from banditd.store.state_redis import RedisStateStore, keys_for
@@ -267,6 +267,26 @@ def test_redis_parts_publish_and_fetch_only_changed_arms(
     assert store.version(4) == 3
     store.delete(4)
     assert list(redis_client.scan_iter(match=f"{{{prefix}:*", count=1000)) == []
+
+
+def test_redis_parts_refuse_a_lost_base(redis_client: redis.Redis, prefix: str) -> None:
+    """A partial publication names the version it continues; once Redis has lost that one (a
+    restart or FLUSHALL), writing only the changed arms would leave the others missing for a
+    new reader, so it is refused with Conflict and nothing is written."""
+    store = RedisStateStore(redis_client, prefix=prefix)
+    assert store.put_parts(5, 1, b"head1", {0: b"a", 1: b"b"}, fence=1)
+    assert store.put_parts(5, 2, b"head2", {1: b"b2"}, fence=1, base=1)
+    with pytest.raises(Conflict, match="base"):
+        store.put_parts(5, 3, b"head3", {1: b"b3"}, fence=1, base=1)  # 2 is published, not 1
+    store.delete(5)  # what a FLUSHALL does to this experiment's keys
+    with pytest.raises(Conflict, match="nothing"):
+        store.put_parts(5, 3, b"head3", {1: b"b3"}, fence=1, base=2)
+    assert store.get_parts(5) is None
+    # Every arm again, without a base: accepted, and a reader with nothing gets all of them.
+    assert store.put_parts(5, 3, b"head3", {0: b"a", 1: b"b3"}, fence=1, reset=True)
+    got = store.get_parts(5)
+    assert got is not None and got.parts == {0: (3, b"a"), 1: (3, b"b3")}
+    store.delete(5)
 
 
 def test_redis_refuses_a_decoding_client() -> None:

@@ -1,0 +1,350 @@
+"""Recovery after faults in production mode: how long until Select reflects new feedback again.
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/faults.py [--repeats 5]
+
+Two replicas (``banditd serve --database-url ... --redis-url ...``) on the machine's PostgreSQL (a
+fresh database, dropped at the end) and on a redis-server this script starts on a free loopback
+port (never the machine's Redis). One beta_ts experiment with 3 arms, a light background load
+(one Select + Update every 20 ms on each replica, from threads here).
+
+For each fault, ``--repeats`` times:
+
+* ``FLUSHALL``: Redis loses everything (lease, published state, fence records) while up.
+* restart: Redis is killed, stays down ``--down-s``, and comes back empty (no persistence).
+
+Recovery is measured from the moment Redis holds nothing again (the FLUSHALL returned, or the
+restarted server answers PING) to the first Select on replica B whose ``applied_watermark``
+covers a reward acknowledged by replica A *after* that moment: a new reward went through the
+log, the learner (whichever replica holds the lease by then: a takeover rebuilds the state from
+PostgreSQL) and, when A learns, Redis to B. The baseline is the same measurement with no fault.
+Updates and Selects that failed during the run are counted per RPC.
+
+Then Select latency on a Redis Cluster against a single Redis, same run: two more replicas (their
+own database) on a local 3-master cluster (``redis+cluster://``), and open-loop Selects at
+``--rate`` per pair (half to each replica) with the same background Select + Update load on
+both pairs, in ``--rounds`` rounds alternating single / cluster. Latency runs from the scheduled
+send time. Nothing is pinned: both pairs share the machine alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import numpy as np  # noqa: E402
+from common import print_header, table  # noqa: E402
+from server_proc import ServerProcess  # noqa: E402
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
+NS, NAME = "faults", "recovery"
+ARMS = ["a", "b", "c"]
+P = {"a": 0.2, "b": 0.5, "c": 0.8}
+
+
+def free_port() -> int:
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return int(sk.getsockname()[1])
+
+
+class PrivateRedis:
+    def __init__(self, tmp: pathlib.Path) -> None:
+        self.port = free_port()
+        self.dir = tmp / "redis"
+        self.dir.mkdir(exist_ok=True)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> float:
+        """Start it; returns the monotonic time it first answered PING."""
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                return time.monotonic()
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.005)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+class Load:
+    """A Select + Update every ``period`` on each target, from one thread per target."""
+
+    def __init__(self, targets: list[str], period: float = 0.02) -> None:
+        self.targets, self.period = targets, period
+        self.stop = threading.Event()
+        self.failed: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(t,)) for t in targets]
+
+    def _run(self, target: str) -> None:
+        from banditd.clients import Client
+        from banditd.clients.errors import BanditdError
+
+        rng = np.random.default_rng(abs(hash(target)) % 2**32)
+        with Client(target, retries=0, timeout=2.0) as c:
+            while not self.stop.wait(self.period):
+                rpc = "Select"
+                try:
+                    (d,) = c.select(NS, NAME)
+                    rpc = "Update"
+                    c.update(NS, NAME, {d.event_id: float(rng.random() < P[d.arm_ids[0]])})
+                except BanditdError as e:
+                    with self.lock:
+                        key = f"{rpc} {type(e).__name__}"
+                        self.failed[key] = self.failed.get(key, 0) + 1
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def recovery(a: str, b: str, since: float, timeout: float = 60.0) -> float:
+    """Seconds from ``since`` until a Select on ``b`` covers a reward acked on ``a`` after it."""
+    from banditd.clients import Client
+    from banditd.clients.errors import BanditdError
+
+    with Client(a, retries=0, timeout=2.0) as ca, Client(b, retries=0, timeout=2.0) as cb:
+        seq = None
+        while time.monotonic() - since < timeout:
+            try:
+                if seq is None:
+                    (d,) = ca.select(NS, NAME)
+                    (ack,) = ca.update(NS, NAME, {d.event_id: 1.0})
+                    seq = ack.sequence
+                (s,) = cb.select(NS, NAME)
+                if s.applied_watermark >= seq:
+                    return time.monotonic() - since
+            except BanditdError:
+                pass
+            time.sleep(0.005)
+    raise RuntimeError(f"no recovery within {timeout} s")
+
+
+def select_latency(targets: list[str], rate: float, seconds: float) -> np.ndarray:
+    """Open loop: Select i at t0 + i/rate to targets[i % len], without waiting for earlier
+    answers; ms from each scheduled time to its answer (failed calls: NaN)."""
+    import grpc
+    from banditd.clients.ids import new_event_id
+    from banditd.v1 import bandit_pb2 as pb
+    from banditd.v1 import bandit_pb2_grpc as pb_grpc
+
+    channels = [grpc.insecure_channel(t) for t in targets]
+    stubs = [pb_grpc.BanditServiceStub(c) for c in channels]
+    n = int(rate * seconds)
+    lat = np.full(n, np.nan)
+    futs = []
+    t0 = time.perf_counter() + 0.05
+    for i in range(n):
+        at = t0 + i / rate
+        item = pb.SelectItem(event_id=new_event_id())
+        req = pb.SelectRequest(namespace=NS, name=NAME, items=[item])
+        while (left := at - time.perf_counter()) > 0:
+            time.sleep(left)
+        fut = stubs[i % len(stubs)].Select.future(req, timeout=5.0)
+
+        def done(f: Any, i: int = i, at: float = at) -> None:
+            if f.code() == grpc.StatusCode.OK:
+                lat[i] = (time.perf_counter() - at) * 1e3
+
+        fut.add_done_callback(done)
+        futs.append(fut)
+    for f in futs:
+        with contextlib.suppress(grpc.RpcError):  # counted as NaN by its callback
+            f.result()
+    for c in channels:
+        c.close()
+    return lat
+
+
+def cluster_vs_single(args: argparse.Namespace, tmp: pathlib.Path, single: list[str]) -> None:
+    """Select latency on replicas of a 3-master cluster against the single-Redis pair."""
+    import psycopg
+    from banditd.clients import Client
+    from test_redis_cluster import LocalCluster
+
+    db = f"banditd_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{db}"')
+    (tmp / "cluster").mkdir()
+    cluster = LocalCluster(tmp / "cluster")
+    procs: list[ServerProcess] = []
+    try:
+        cluster.start()
+        for name in ("c1", "c2"):
+            procs.append(
+                ServerProcess(
+                    tmp / name,
+                    "--database-url", PG_URL.format(db=db),
+                    "--redis-url", cluster.url,
+                    "--redis-prefix", "bench",
+                    env={"BANDITD_LEASE_TTL_S": str(args.lease_ttl_s)},
+                ).start()
+            )  # fmt: skip
+        pair = [p.target for p in procs]
+        with Client(pair[0]) as c:
+            c.create_experiment(NS, NAME, "beta_ts", ARMS)
+        setups = {"single Redis": single, "Redis Cluster (3 masters)": pair}
+        lat: dict[str, list[np.ndarray]] = {k: [] for k in setups}
+        with Load(single + pair) as load:
+            time.sleep(3.0)
+            for targets in setups.values():  # warm both pairs' paths
+                select_latency(targets, args.rate, 1.0)
+            for r in range(args.rounds):
+                for k, targets in setups.items():
+                    lat[k].append(select_latency(targets, args.rate, args.seconds))
+                    x = lat[k][-1]
+                    print(f"  round {r + 1} {k}: p50 {np.nanmedian(x):.2f} ms", file=sys.stderr,
+                          flush=True)  # fmt: skip
+        rows = []
+        base = None
+        for k, parts in lat.items():
+            x = np.concatenate(parts)
+            ok = x[np.isfinite(x)]
+            p50 = float(np.median(ok))
+            base = base or p50
+            rows.append({"setup": k, "n": len(x), "failed": int(np.isnan(x).sum()),
+                         "p50_ms": p50, "p99_ms": float(np.quantile(ok, 0.99)),
+                         "max_ms": float(ok.max()), "p50_vs_single": p50 / base})  # fmt: skip
+        print()
+        print(f"## Select latency, Redis Cluster vs a single Redis ({args.rate:g} Selects/s per "
+              f"pair, open loop, {args.rounds} x {args.seconds:g} s per setup)")  # fmt: skip
+        print(table(rows))
+        print(f"calls that failed in the background load: {load.failed or 'none'}")
+    finally:
+        for p in procs:
+            p.stop()
+        cluster.stop()
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--down-s", type=float, default=2.0, help="how long Redis stays down")
+    ap.add_argument("--lease-ttl-s", type=float, default=5.0)
+    ap.add_argument("--rate", type=float, default=200.0, help="Selects/s per pair (latency)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="per latency round and setup")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-cluster", action="store_true", help="skip the cluster latency part")
+    args = ap.parse_args()
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is not installed")
+    import psycopg
+    import redis
+    from banditd.clients import Client
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="banditd-bench-faults-"))
+    db = f"banditd_bench_{uuid.uuid4().hex[:10]}"
+    prefix = f"banditd-bench-{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{db}"')
+    rds = PrivateRedis(tmp)
+    rds.start()
+    procs: list[ServerProcess] = []
+    rows: list[dict[str, Any]] = []
+    try:
+        for name in ("a", "b"):
+            procs.append(
+                ServerProcess(
+                    tmp / name,
+                    "--database-url", PG_URL.format(db=db),
+                    "--redis-url", rds.url,
+                    "--redis-prefix", prefix,
+                    env={"BANDITD_LEASE_TTL_S": str(args.lease_ttl_s)},
+                ).start()
+            )  # fmt: skip
+        a, b = (p.target for p in procs)
+        with Client(a) as c:
+            c.create_experiment(NS, NAME, "beta_ts", ARMS)
+        print_header(
+            "recovery after Redis loss (production mode, two replicas)",
+            extra={
+                "servers": f"2 x banditd serve (PostgreSQL database {db}, private redis-server "
+                f"on 127.0.0.1:{rds.port} without persistence, lease TTL {args.lease_ttl_s:g} s, "
+                "precompile on)",
+                "load": "one Select + Update every 20 ms per replica in the background",
+                "repeats": f"{args.repeats} per fault; Redis down {args.down_s:g} s per restart",
+            },
+            pkgs=("grpcio", "redis", "psycopg", "jax", "numpy"),
+        )
+        with Load([a, b]) as load:
+            time.sleep(3.0)  # warm: learner elected, first publications out
+            results: dict[str, list[float]] = {"no fault (baseline)": [], "FLUSHALL": [],
+                                               "restart": []}  # fmt: skip
+            for i in range(args.repeats):
+                results["no fault (baseline)"].append(recovery(a, b, time.monotonic()))
+                time.sleep(1.0)
+                redis.Redis(port=rds.port).flushall()
+                results["FLUSHALL"].append(recovery(a, b, time.monotonic()))
+                time.sleep(1.0)
+                rds.stop()
+                time.sleep(args.down_s)
+                up = rds.start()
+                results["restart"].append(recovery(a, b, up))
+                print(f"  repeat {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s"
+                      for k, v in results.items()), file=sys.stderr, flush=True)  # fmt: skip
+                time.sleep(1.0)
+        for k, v in results.items():
+            x = np.asarray(v)
+            rows.append({"fault": k, "n": len(x), "p50_s": float(np.median(x)),
+                         "max_s": float(x.max()), "mean_s": float(x.mean())})  # fmt: skip
+        print(table(rows))
+        print()
+        print("recovery: from Redis holding nothing again to the first Select on replica B that")
+        print("covers a reward acknowledged on replica A after that moment.")
+        print(f"calls that failed in the background load: {load.failed or 'none'}")
+        if not args.no_cluster:
+            cluster_vs_single(args, tmp, [a, b])
+    finally:
+        for p in procs:
+            p.stop()
+        rds.stop()
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
