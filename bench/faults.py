@@ -2,21 +2,25 @@
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/faults.py [--repeats 5]
 
-Two replicas (``banditd serve --database-url ... --redis-url ...``) on the machine's PostgreSQL (a
-fresh database, dropped at the end) and on a redis-server this script starts on a free loopback
-port (never the machine's Redis). One beta_ts experiment with 3 arms, a light background load
-(one Select + Update every 20 ms on each replica, from threads here).
+Two replicas (``banditd serve --database-url ... --redis-url ...``) on a PostgreSQL cluster and a
+redis-server this script starts on free loopback ports (``pg_createcluster`` as in
+tests/test_faults_postgres.py; never the machine's servers), dropped at the end. One beta_ts
+experiment with 3 arms, a light background load (one Select + Update every 20 ms on each
+replica, from threads here).
 
 For each fault, ``--repeats`` times:
 
 * ``FLUSHALL``: Redis loses everything (lease, published state, fence records) while up.
 * restart: Redis is killed, stays down ``--down-s``, and comes back empty (no persistence).
+* PostgreSQL outage: a fast shutdown, ``--down-s`` down (Updates answer UNAVAILABLE, Selects
+  buffer their decisions), then started again.
 
-Recovery is measured from the moment Redis holds nothing again (the FLUSHALL returned, or the
-restarted server answers PING) to the first Select on replica B whose ``applied_watermark``
-covers a reward acknowledged by replica A *after* that moment: a new reward went through the
-log, the learner (whichever replica holds the lease by then: a takeover rebuilds the state from
-PostgreSQL) and, when A learns, Redis to B. The baseline is the same measurement with no fault.
+Recovery is measured from the moment the server is back with nothing (the FLUSHALL returned,
+the restarted redis-server answers PING, PostgreSQL accepts connections) to the first Select on
+replica B whose ``applied_watermark`` covers a reward acknowledged by replica A *after* that
+moment: a new reward went through the log, the learner (whichever replica holds the lease by
+then: a takeover rebuilds the state from PostgreSQL) and, when A learns, Redis to B. The
+baseline is the same measurement with no fault.
 Updates and Selects that failed during the run are counted per RPC.
 
 Then Select latency on a Redis Cluster against a single Redis, same run: two more replicas (their
@@ -51,8 +55,6 @@ import numpy as np  # noqa: E402
 from common import print_header, table  # noqa: E402
 from server_proc import ServerProcess  # noqa: E402
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
 NS, NAME = "faults", "recovery"
 ARMS = ["a", "b", "c"]
 P = {"a": 0.2, "b": 0.5, "c": 0.8}
@@ -197,15 +199,15 @@ def select_latency(targets: list[str], rate: float, seconds: float) -> np.ndarra
     return lat
 
 
-def cluster_vs_single(args: argparse.Namespace, tmp: pathlib.Path, single: list[str]) -> None:
-    """Select latency on replicas of a 3-master cluster against the single-Redis pair."""
-    import psycopg
+def cluster_vs_single(
+    args: argparse.Namespace, tmp: pathlib.Path, single: list[str], new_db: Any
+) -> None:
+    """Select latency on replicas of a 3-master cluster against the single-Redis pair (both on
+    the same PostgreSQL server, each pair with its own database)."""
     from banditd.clients import Client
     from test_redis_cluster import LocalCluster
 
-    db = f"banditd_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{db}"')
+    db_url = new_db()
     (tmp / "cluster").mkdir()
     cluster = LocalCluster(tmp / "cluster")
     procs: list[ServerProcess] = []
@@ -215,7 +217,7 @@ def cluster_vs_single(args: argparse.Namespace, tmp: pathlib.Path, single: list[
             procs.append(
                 ServerProcess(
                     tmp / name,
-                    "--database-url", PG_URL.format(db=db),
+                    "--database-url", db_url,
                     "--redis-url", cluster.url,
                     "--redis-prefix", "bench",
                     env={"BANDITD_LEASE_TTL_S": str(args.lease_ttl_s)},
@@ -255,8 +257,6 @@ def cluster_vs_single(args: argparse.Namespace, tmp: pathlib.Path, single: list[
         for p in procs:
             p.stop()
         cluster.stop()
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def main() -> None:
@@ -271,58 +271,71 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed")
-    import psycopg
     import redis
     from banditd.clients import Client
+    from test_faults_postgres import PrivateCluster, _skip_reason
 
+    why = _skip_reason()
+    if why:
+        raise SystemExit(f"cannot start a private PostgreSQL: {why}")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="banditd-bench-faults-"))
-    db = f"banditd_bench_{uuid.uuid4().hex[:10]}"
     prefix = f"banditd-bench-{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{db}"')
+    pg = PrivateCluster()
     rds = PrivateRedis(tmp)
-    rds.start()
     procs: list[ServerProcess] = []
     rows: list[dict[str, Any]] = []
     try:
+        pg.create()
+        db_url = pg.new_database()
+        rds.start()
         for name in ("a", "b"):
             procs.append(
                 ServerProcess(
                     tmp / name,
-                    "--database-url", PG_URL.format(db=db),
+                    "--database-url", db_url,
                     "--redis-url", rds.url,
                     "--redis-prefix", prefix,
                     env={"BANDITD_LEASE_TTL_S": str(args.lease_ttl_s)},
                 ).start()
             )  # fmt: skip
+        started = time.monotonic()
         a, b = (p.target for p in procs)
         with Client(a) as c:
             c.create_experiment(NS, NAME, "beta_ts", ARMS)
         print_header(
-            "recovery after Redis loss (production mode, two replicas)",
+            "recovery after Redis loss and a PostgreSQL outage (production mode, two replicas)",
             extra={
-                "servers": f"2 x banditd serve (PostgreSQL database {db}, private redis-server "
-                f"on 127.0.0.1:{rds.port} without persistence, lease TTL {args.lease_ttl_s:g} s, "
-                "precompile on)",
+                "servers": f"2 x banditd serve on a private PostgreSQL {pg.version} "
+                f"(pg_createcluster, 127.0.0.1:{pg.port}) and a private redis-server "
+                f"(127.0.0.1:{rds.port}, no persistence); lease TTL {args.lease_ttl_s:g} s, "
+                "precompile on",
                 "load": "one Select + Update every 20 ms per replica in the background",
-                "repeats": f"{args.repeats} per fault; Redis down {args.down_s:g} s per restart",
+                "repeats": f"{args.repeats} per fault; Redis and PostgreSQL down {args.down_s:g} "
+                "s per outage",
             },
             pkgs=("grpcio", "redis", "psycopg", "jax", "numpy"),
         )
+        faults = ("no fault (baseline)", "Redis FLUSHALL", "Redis restart", "PostgreSQL outage")
+        results: dict[str, list[float]] = {k: [] for k in faults}
         with Load([a, b]) as load:
-            time.sleep(3.0)  # warm: learner elected, first publications out
-            results: dict[str, list[float]] = {"no fault (baseline)": [], "FLUSHALL": [],
-                                               "restart": []}  # fmt: skip
+            # Warm (learner elected, first publications out), and past the servers' first 10 s,
+            # in which a Select with a client-chosen id needs the log to rule out a replay.
+            time.sleep(max(3.0, started + 11.0 - time.monotonic()))
             for i in range(args.repeats):
-                results["no fault (baseline)"].append(recovery(a, b, time.monotonic()))
+                results[faults[0]].append(recovery(a, b, time.monotonic()))
                 time.sleep(1.0)
                 redis.Redis(port=rds.port).flushall()
-                results["FLUSHALL"].append(recovery(a, b, time.monotonic()))
+                results[faults[1]].append(recovery(a, b, time.monotonic()))
                 time.sleep(1.0)
                 rds.stop()
                 time.sleep(args.down_s)
-                up = rds.start()
-                results["restart"].append(recovery(a, b, up))
+                results[faults[2]].append(recovery(a, b, rds.start()))
+                time.sleep(1.0)
+                pg.stop()
+                time.sleep(args.down_s)
+                starter, up = pg.start_in_background()
+                results[faults[3]].append(recovery(a, b, up))
+                starter.join()
                 print(f"  repeat {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s"
                       for k, v in results.items()), file=sys.stderr, flush=True)  # fmt: skip
                 time.sleep(1.0)
@@ -332,17 +345,18 @@ def main() -> None:
                          "max_s": float(x.max()), "mean_s": float(x.mean())})  # fmt: skip
         print(table(rows))
         print()
-        print("recovery: from Redis holding nothing again to the first Select on replica B that")
-        print("covers a reward acknowledged on replica A after that moment.")
-        print(f"calls that failed in the background load: {load.failed or 'none'}")
+        print("recovery: from the server holding nothing again (FLUSHALL returned, the restarted")
+        print("redis-server answers PING, PostgreSQL accepts connections) to the first Select on")
+        print("replica B that covers a reward acknowledged on replica A after that moment.")
+        print(f"calls that failed in the background load: {load.failed or 'none'} (Updates")
+        print("answer UNAVAILABLE while PostgreSQL is down, by design; Redis fails nothing)")
         if not args.no_cluster:
-            cluster_vs_single(args, tmp, [a, b])
+            cluster_vs_single(args, tmp, [a, b], pg.new_database)
     finally:
         for p in procs:
             p.stop()
         rds.stop()
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        pg.drop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
