@@ -18,17 +18,16 @@ import pytest
 import redis
 from banditd.clients import Client
 from banditd.store.state_redis import RedisStateStore
-from server_proc import ServerProcess
 from test_replicas import (
     ARMS,
     LOAD,
     NAME,
     NS,
-    TTL_S,
     applied_means,
     assert_same_model,
     check_log,
     free_port,
+    replica,
     shared,  # noqa: F401 - the fixture: this test's own database and key prefix
     wait_watermark,
 )
@@ -51,7 +50,8 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self) -> float:
+        """Start it; returns the monotonic time it first answered PING."""
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.dir)],
@@ -61,7 +61,7 @@ class PrivateRedis:
         while True:
             try:
                 redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
-                return
+                return time.monotonic()
             except redis.exceptions.ConnectionError:
                 assert time.monotonic() < deadline, "private redis-server did not start"
                 time.sleep(0.05)
@@ -81,20 +81,6 @@ def private_redis(tmp_path: pathlib.Path) -> Iterator[PrivateRedis]:
         yield r
     finally:
         r.stop()
-
-
-def replica(tmp: pathlib.Path, name: str, url: str, redis_url: str, prefix: str) -> ServerProcess:
-    return ServerProcess(
-        tmp / name,
-        "--database-url",
-        url,
-        "--redis-url",
-        redis_url,
-        "--redis-prefix",
-        prefix,
-        "--no-precompile",
-        env={"BANDITD_LEASE_TTL_S": str(TTL_S)},
-    )
 
 
 def read_load(outs: list[pathlib.Path]) -> tuple[list, int, dict[str, int]]:
@@ -119,7 +105,7 @@ def test_redis_flushall_and_restart_mid_load_lose_nothing(
     private_redis: PrivateRedis,
 ) -> None:
     url, prefix = shared
-    procs = [replica(tmp_path, n, url, private_redis.url, prefix).start() for n in ("a", "b")]
+    procs = [replica(tmp_path, n, url, prefix, private_redis.url).start() for n in ("a", "b")]
     loaders: list[subprocess.Popen] = []
     stop = tmp_path / "stop"
     outs = [tmp_path / f"load{i}.jsonl" for i in range(2)]

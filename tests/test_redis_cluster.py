@@ -29,16 +29,16 @@ from banditd.store.redis_client import (
     is_cluster_url,
     redact_url,
 )
-from banditd.store.schema import apply_records, arms, decisions, experiments, feedback
+from banditd.store.schema import apply_records, experiments, feedback
 from banditd.store.signal_redis import RedisSignal
 from banditd.store.state_redis import CLIENT_DEFAULTS, RedisStateStore, keys_for
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
-from server_proc import ServerProcess
 from test_replicas import (
     ARMS,
-    TTL_S,
+    applied_means,
     beta_means,
+    replica,
     shared,  # noqa: F401 - the fixture: this test's own database and key prefix
 )
 
@@ -380,22 +380,6 @@ def test_signal_reaches_another_replica_whichever_node_publishes(
 # --- two production replicas on the cluster -------------------------------------------------------
 
 
-def cluster_replica(
-    tmp: pathlib.Path, name: str, db_url: str, redis_url: str, prefix: str
-) -> ServerProcess:
-    return ServerProcess(
-        tmp / name,
-        "--database-url",
-        db_url,
-        "--redis-url",
-        redis_url,
-        "--redis-prefix",
-        prefix,
-        "--no-precompile",
-        env={"BANDITD_LEASE_TTL_S": str(TTL_S)},
-    )
-
-
 P_REWARD = {"a": 0.2, "b": 0.5, "c": 0.8}
 
 
@@ -474,32 +458,6 @@ def check_log(db_url: str, exp: int, acked: list) -> dict[int, int]:
     return {r.version_to: r.fence for r in recs}
 
 
-def applied_means(db_url: str, exp: int) -> dict[str, float]:
-    """Beta(1 + s, 1 + f) means of experiment ``exp`` recomputed from its applied rows alone."""
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            q = (
-                sa.select(arms.c.arm_id, feedback.c.reward)
-                .select_from(
-                    feedback.join(
-                        decisions,
-                        (decisions.c.experiment_id == feedback.c.experiment_id)
-                        & (decisions.c.event_id == feedback.c.event_id),
-                    ).join(
-                        arms,
-                        (arms.c.experiment_id == decisions.c.experiment_id)
-                        & (arms.c.slot == decisions.c.arm_slot),
-                    )
-                )
-                .where(feedback.c.experiment_id == exp, feedback.c.applied_version.is_not(None))
-            )
-            rows = conn.execute(q).all()
-    finally:
-        engine.dispose()
-    return beta_means(rows)
-
-
 def assert_same_model(targets: list[str], name: str, want: dict[str, float]) -> None:
     views = []
     for t in targets:
@@ -522,9 +480,9 @@ def test_two_replicas_with_experiments_on_two_masters(
     acknowledged reward applied once, a gapless apply chain with fences never going down, and
     both replicas serving the model the applied rows give."""
     db_url, prefix = shared
-    a = cluster_replica(tmp_path, "a", db_url, cluster.url, prefix).start()
+    a = replica(tmp_path, "a", db_url, prefix, cluster.url).start()
     try:
-        b = cluster_replica(tmp_path, "b", db_url, cluster.url, prefix).start()
+        b = replica(tmp_path, "b", db_url, prefix, cluster.url).start()
         try:
             ids: dict[str, int] = {}
             owner: dict[str, int] = {}

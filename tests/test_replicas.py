@@ -79,13 +79,15 @@ def pair(tmp_path: pathlib.Path, shared: tuple[str, str]) -> Iterator[tuple[Serv
     b.stop()
 
 
-def replica(tmp: pathlib.Path, name: str, url: str, prefix: str) -> ServerProcess:
+def replica(
+    tmp: pathlib.Path, name: str, url: str, prefix: str, redis_url: str = REDIS_URL
+) -> ServerProcess:
     return ServerProcess(
         tmp / name,
         "--database-url",
         url,
         "--redis-url",
-        REDIS_URL,
+        redis_url,
         "--redis-prefix",
         prefix,
         "--no-precompile",
@@ -224,9 +226,10 @@ def free_port() -> int:
         return int(sk.getsockname()[1])
 
 
-def applied_means(url: str) -> dict[str, float]:
-    """Beta(1 + s, 1 + f) means from the applied reward rows joined to their decisions' arms:
-    what the state must hold, recomputed from the log alone."""
+def applied_means(url: str, exp: int | None = None) -> dict[str, float]:
+    """Beta(1 + s, 1 + f) means from the applied reward rows joined to their decisions' arms
+    (of experiment ``exp``; None: the log's only one): what the state must hold, recomputed from
+    the log alone."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -245,6 +248,8 @@ def applied_means(url: str) -> dict[str, float]:
                 )
                 .where(feedback.c.applied_version.is_not(None))
             )
+            if exp is not None:
+                q = q.where(feedback.c.experiment_id == exp)
             rows = conn.execute(q).all()
     finally:
         engine.dispose()
