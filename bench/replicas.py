@@ -821,23 +821,23 @@ def run(args: argparse.Namespace) -> None:
                 )
                 row = rows[setup]
                 f0 = takeovers(prefix)
-                frac = args.reward_fraction
-                if setup == "embedded":
+                # Production Selects are also classed by their replica's role (the lease holder).
+                watching = (
+                    contextlib.nullcontext(None)
+                    if setup == "embedded"
+                    else LeaseWatch(prefix, [a, b])
+                )
+                with watching as watch:
                     select_with_rewards(
-                        row, group, args.rate, secs, meter, args.timeout, reward_fraction=frac
+                        row,
+                        group,
+                        args.rate,
+                        secs,
+                        meter,
+                        args.timeout,
+                        watch=watch,
+                        reward_fraction=args.reward_fraction,
                     )
-                else:
-                    with LeaseWatch(prefix, [a, b]) as watch:
-                        select_with_rewards(
-                            row,
-                            group,
-                            args.rate,
-                            secs,
-                            meter,
-                            args.timeout,
-                            watch=watch,
-                            reward_fraction=frac,
-                        )
                 row.takeovers += takeovers(prefix) - f0
                 p = {k: np.percentile(v[-1], [50, 99]) for k, v in row.lat_ms.items()}
                 log(

@@ -29,7 +29,7 @@ from banditd.store.redis_client import (
     is_cluster_url,
     redact_url,
 )
-from banditd.store.schema import apply_records, experiments, feedback
+from banditd.store.schema import experiments
 from banditd.store.signal_redis import RedisSignal
 from banditd.store.state_redis import CLIENT_DEFAULTS, RedisStateStore, keys_for
 from redis.cluster import RedisCluster
@@ -38,6 +38,7 @@ from test_replicas import (
     ARMS,
     applied_means,
     beta_means,
+    check_log,
     replica,
     shared,  # noqa: F401 - the fixture: this test's own database and key prefix
 )
@@ -419,45 +420,6 @@ def experiment_id(db_url: str, name: str) -> int:
         engine.dispose()
 
 
-def check_log(db_url: str, exp: int, acked: list) -> dict[int, int]:
-    """test_replicas.check_log for experiment ``exp`` alone: every acknowledged reward in the log
-    once and applied; apply records a gapless chain with fences never going down."""
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            fb = conn.execute(
-                sa.select(
-                    feedback.c.seq,
-                    feedback.c.event_id,
-                    feedback.c.kind,
-                    feedback.c.reward,
-                    feedback.c.applied_version,
-                ).where(feedback.c.experiment_id == exp)
-            ).all()
-            recs = conn.execute(
-                sa.select(
-                    apply_records.c.version_from, apply_records.c.version_to, apply_records.c.fence
-                )
-                .where(apply_records.c.experiment_id == exp)
-                .order_by(apply_records.c.version_to)
-            ).all()
-    finally:
-        engine.dispose()
-    by_seq = {r.seq: r for r in fb}
-    for eid, _arm, v, seq in acked:
-        row = by_seq[seq]
-        assert (row.event_id, row.kind, row.reward) == (eid, "reward", v)
-        assert row.applied_version is not None, f"acknowledged reward {seq} never applied"
-    winners = [r for r in fb if r.kind == "reward"]
-    assert len(winners) == len(acked)  # nothing but what was acknowledged
-    assert len({r.event_id for r in winners}) == len(winners)  # one winning reward per event
-    assert [r.version_to for r in recs] == list(range(1, len(recs) + 1))
-    assert all(r.version_from == r.version_to - 1 for r in recs)
-    fences = [r.fence for r in recs]
-    assert fences == sorted(fences), fences
-    return {r.version_to: r.fence for r in recs}
-
-
 def assert_same_model(targets: list[str], name: str, want: dict[str, float]) -> None:
     views = []
     for t in targets:
@@ -516,7 +478,7 @@ def test_two_replicas_with_experiments_on_two_masters(
                 top = max(x[3] for x in acked[name])
                 for r in (a, b):
                     wait_watermark(r.target, name, top)
-                check_log(db_url, exp, acked[name])
+                check_log(db_url, acked[name], exp, only_acked=True)
                 want = applied_means(db_url, exp)
                 assert want == beta_means((arm, v) for _e, arm, v, _s in acked[name])
                 assert_same_model([a.target, b.target], name, want)

@@ -128,9 +128,12 @@ def wait_watermark(target: str, seq: int, timeout: float = 30.0) -> float:
     raise AssertionError(f"{target}: watermark never reached {seq} in {timeout} s")
 
 
-def check_log(url: str, acked: list) -> dict[int, int]:
+def check_log(
+    url: str, acked: list, exp: int | None = None, only_acked: bool = False
+) -> dict[int, int]:
     """Every acknowledged reward in the log exactly once and applied exactly once; apply records
-    a gapless chain; returns {version_to: fence} of the apply records."""
+    a gapless chain; returns {version_to: fence} of the apply records. ``exp``: that experiment
+    alone (None: the log's only one); ``only_acked``: no winning reward but the acknowledged."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -141,12 +144,14 @@ def check_log(url: str, acked: list) -> dict[int, int]:
                     feedback.c.kind,
                     feedback.c.reward,
                     feedback.c.applied_version,
-                )
+                ).where(sa.true() if exp is None else feedback.c.experiment_id == exp)
             ).all()
             recs = conn.execute(
                 sa.select(
                     apply_records.c.version_from, apply_records.c.version_to, apply_records.c.fence
-                ).order_by(apply_records.c.version_to)
+                )
+                .where(sa.true() if exp is None else apply_records.c.experiment_id == exp)
+                .order_by(apply_records.c.version_to)
             ).all()
     finally:
         engine.dispose()
@@ -156,6 +161,8 @@ def check_log(url: str, acked: list) -> dict[int, int]:
         assert (row.event_id, row.kind, row.reward) == (eid, "reward", v)
         assert row.applied_version is not None, f"acknowledged reward {seq} never applied"
     winners = [r for r in fb if r.kind == "reward"]
+    if only_acked:
+        assert len(winners) == len(acked)  # nothing but what was acknowledged
     assert len({r.event_id for r in winners}) == len(winners)  # one winning reward per event
     # Versions: 1, 2, 3, ... each from the previous, fences never going down along the chain.
     assert [r.version_to for r in recs] == list(range(1, len(recs) + 1))
